@@ -1,0 +1,19 @@
+"""snncompile: a graph compiler from trained ANNs to spiking neural networks.
+
+    snn = snncompile.compile(model, calibration_data, T=32)
+
+Trace a model into the IR (``trace``), run passes on it (``Pipeline``), emit a runnable module
+(``emit``). See README.md for a tour.
+"""
+from __future__ import annotations
+
+from . import errors
+from .emit import emit, run_graph
+from .errors import SnnCompileError
+from .frontend.fx import trace
+from .ir import Graph, Node
+from .pipeline import PassContext, Pipeline, get_pass, register_pass
+
+__all__ = ["trace", "emit", "run_graph", "Graph", "Node", "Pipeline", "PassContext", "register_pass",
+           "get_pass", "errors", "SnnCompileError"]
+__version__ = "0.1.0"

@@ -1,0 +1,131 @@
+"""IR -> a runnable torch.fx GraphModule whose ``.code`` reads like the graph.
+
+Each IR node becomes one fx node: stateless ops call their op-table target (torch functions
+where torch has one), parameters become attributes of the module, neurons and opaque calls
+become submodules. A graph with temporal ops (neurons, encode, readout) takes ``(x, T)`` and runs
+with T folded into the batch; a plain graph takes ``(x)`` and is the ANN.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .errors import ConfigError
+from .ir import Graph, Node
+from .neurons import NeuronSpec, SpikingNeuron
+from .ops import NEURON_OPS, get_op
+
+__all__ = ["emit", "run_graph", "neuron_spec", "is_temporal"]
+
+_BUFFER_PARAMS = {"running_mean", "running_var", "factor"}
+
+
+class _OpaqueModule(nn.Module):
+    """Holds an opaque call (and its module, if any) so ``.to()`` moves it with the rest."""
+
+    def __init__(self, call):
+        super().__init__()
+        self.call = call
+        if isinstance(call.fn, nn.Module):
+            self.inner = call.fn
+
+    def forward(self, *inputs):
+        return self.call(*inputs)
+
+    def extra_repr(self) -> str:
+        return repr(self.call)
+
+
+def neuron_spec(node: Node) -> NeuronSpec:
+    """The NeuronSpec an ``if_neuron``/``lif_neuron`` node describes."""
+    a = node.attrs
+    common = dict(v_init=float(a.get("v_init", 0.0)), reset=a.get("reset", "subtract"),
+                  v_reset=float(a.get("v_reset", 0.0)), input_kind=a.get("input_kind", "sequence"),
+                  surrogate=a.get("surrogate"), alpha=a.get("alpha"), detach_reset=bool(a.get("detach_reset", False)))
+    if node.op == "if_neuron":
+        return NeuronSpec(kind="if", **common)
+    return NeuronSpec(kind="lif", tau=float(a.get("tau", 2.0)), beta=float(a.get("beta", 0.9)),
+                      form=a.get("form", "spikingjelly"), v_rest=float(a.get("v_rest", 0.0)), **common)
+
+
+def is_temporal(graph: Graph) -> bool:
+    """True when the graph has ops that see time (it then runs as ``module(x, T)``)."""
+    return any(get_op(n.op).temporal for n in graph.nodes)
+
+
+def _base_name(node: Node, taken: set[str]) -> str:
+    src = node.source
+    base = src.module_path if src is not None and src.module_path else node.op
+    base = re.sub(r"\W", "_", base)
+    if base[:1].isdigit():
+        base = "_" + base
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
+
+
+def emit(graph: Graph, *, backend: str = "torch") -> fx.GraphModule:
+    """Build a GraphModule computing exactly what ``graph`` says.
+
+    Takes a verified graph and the neuron backend ("torch", "cpu", "cupy"); returns a module
+    whose forward is ``(x0, ..., T)`` when the graph is temporal, else ``(x0, ...)``. Parameters
+    are copied, so running or training it never touches the graph's tensors. ``module.ir_names``
+    maps IR node ids to fx node names (for observing activations).
+    """
+    root = nn.Module()
+    g = fx.Graph()
+    env: dict[int, fx.Node] = {}
+    taken: set[str] = {"T"}
+    names: dict[int, str] = {}
+    temporal = is_temporal(graph)
+    for node in graph.inputs:
+        env[node.id] = g.placeholder("x" if node.attrs.get("index", 0) == 0 else f"x{node.attrs['index']}")
+    T = g.placeholder("T") if temporal else None
+    for node in graph.nodes:
+        if node.op == "input":
+            names[node.id] = env[node.id].name
+            continue
+        args = [env[i.id] for i in node.inputs]
+        if node.op == "output":
+            g.output(args[0] if len(args) == 1 else tuple(args))
+            continue
+        base = _base_name(node, taken)
+        if node.op in NEURON_OPS:
+            root.add_module(base, SpikingNeuron(neuron_spec(node), node.params["threshold"], backend))
+            fxn = g.create_node("call_module", base, (args[0], T), {}, name=base)
+        elif node.op == "opaque":
+            root.add_module(base, _OpaqueModule(node.attrs["target"]))
+            fxn = g.create_node("call_module", base, tuple(args), {}, name=base)
+        else:
+            opdef = get_op(node.op)
+            params = {}
+            for pname, t in node.params.items():
+                attr = f"{base}_{pname}"
+                if pname in _BUFFER_PARAMS:
+                    root.register_buffer(attr, t.detach().clone())
+                else:
+                    root.register_parameter(attr, nn.Parameter(t.detach().clone(), requires_grad=t.is_floating_point()))
+                params[pname] = g.get_attr(attr)
+            if opdef.target is None:
+                raise ConfigError(f"emit: {node.describe()} has no runnable target; register the op with one")
+            call_args, call_kwargs = opdef.bind_call(args, node.attrs, params, T)
+            fxn = g.create_node("call_function", opdef.target, tuple(call_args), call_kwargs, name=base)
+        env[node.id] = fxn
+        names[node.id] = fxn.name
+    g.lint()
+    gm = fx.GraphModule(root, g, class_name="Spiking" + graph.name if temporal else graph.name)
+    gm.ir_names = names
+    return gm
+
+
+def run_graph(graph: Graph, *inputs: torch.Tensor, T: int | None = None) -> torch.Tensor:
+    """Emit and run a graph once under no_grad (for tests and quick checks)."""
+    gm = emit(graph)
+    with torch.no_grad():
+        return gm(*inputs, T) if is_temporal(graph) else gm(*inputs)

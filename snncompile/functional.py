@@ -1,0 +1,65 @@
+"""The small functions the emitted code calls where torch has no single function for an op.
+
+Everything here works on T folded into the batch (``[T*N, ...]``), so one definition serves the
+ANN (T absent) and the SNN.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["sum_pool2d", "flatten_batch", "reshape_batch", "mul_const", "scale", "identity",
+           "encode", "repeat_time", "unfold_time"]
+
+
+def sum_pool2d(x: torch.Tensor, kernel_size, stride=None, padding=0) -> torch.Tensor:
+    """Sum over each pooling window (an average pool without the 1/k^2)."""
+    return F.avg_pool2d(x, kernel_size, stride, padding, divisor_override=1)
+
+
+def flatten_batch(x: torch.Tensor, start_dim: int = 1, end_dim: int = -1) -> torch.Tensor:
+    """torch.flatten that never touches the batch dimension."""
+    return torch.flatten(x, start_dim, end_dim)
+
+
+def reshape_batch(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Reshape each sample to ``shape``, keeping the (possibly time-folded) batch dimension."""
+    return x.reshape((x.shape[0],) + tuple(shape))
+
+
+def mul_const(x: torch.Tensor, value: float) -> torch.Tensor:
+    """``x * value`` for a Python constant."""
+    return x * value
+
+
+def scale(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``x * factor`` where factor broadcasts over one sample (a scalar or per channel)."""
+    return x * factor
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    """Return x (dropout and identity at inference)."""
+    return x
+
+
+def encode(x: torch.Tensor, T: int, method: str = "direct", generator: torch.Generator | None = None) -> torch.Tensor:
+    """Turn a static input [N, ...] into T steps folded into the batch [T*N, ...].
+
+    ``direct``: the analog value every step; ``poisson``: Bernoulli spikes with probability x
+    (x clipped to [0, 1]) drawn independently each step.
+    """
+    xs = x.unsqueeze(0).expand((T,) + tuple(x.shape))
+    if method == "poisson":
+        p = xs.clamp(0, 1)
+        xs = (torch.rand(p.shape, device=x.device, generator=generator) < p).to(x.dtype)
+    return xs.reshape((-1,) + tuple(x.shape[1:]))
+
+
+def repeat_time(x: torch.Tensor, T: int) -> torch.Tensor:
+    """A static value [N, ...] seen by a sequence op: the same value at every step [T*N, ...]."""
+    return x.unsqueeze(0).expand((T,) + tuple(x.shape)).reshape((-1,) + tuple(x.shape[1:]))
+
+
+def unfold_time(x: torch.Tensor, T: int) -> torch.Tensor:
+    """[T*N, ...] -> [T, N, ...]: the readout hands the runtime the whole sequence."""
+    return x.reshape((T, x.shape[0] // T) + tuple(x.shape[1:]))

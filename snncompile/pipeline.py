@@ -1,0 +1,246 @@
+"""The pass contract, the pass registry and the Pipeline with its instruments.
+
+A pass is a small frozen dataclass registered under a kebab-case name; its fields are its
+options; calling it as ``pass_(graph, ctx)`` returns the transformed graph. A Pipeline runs an
+ordered list of passes on a copy of the input graph and, around every pass, calls instruments:
+verify (always), timing, snapshots, printing after all or named passes
+(``SNNCOMPILE_PRINT_AFTER=all``) and dumping ``NN-pass-name.txt`` files
+(``SNNCOMPILE_DUMP_DIR=dir``). A pipeline is written and read back as text:
+``"canonicalize,fold-batchnorm,normalize{mode=percentile p=99.9}"``.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, TextIO
+
+from .errors import ConfigError, PassError, SnnCompileError, VerifyError
+from .ir import Graph
+
+__all__ = ["PassContext", "register_pass", "get_pass", "PASSES", "Pipeline", "parse_pipeline", "format_pass"]
+
+PASSES: dict[str, type] = {}
+
+
+@dataclass
+class PassContext:
+    """What passes share: options, calibration data, cached statistics, and notes for users."""
+
+    calibration_data: Any = None
+    T: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+    device: Any = None
+
+
+def register_pass(name: str) -> Callable[[type], type]:
+    """Class decorator: make a frozen dataclass with ``__call__(graph, ctx)`` a named pass."""
+    if not re.fullmatch(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", name):
+        raise ConfigError(f"pass names are kebab-case (like 'fold-batchnorm'), got {name!r}")
+
+    def wrap(cls: type) -> type:
+        if not dataclasses.is_dataclass(cls):
+            cls = dataclass(frozen=True)(cls)
+        cls.name = name
+        PASSES[name] = cls
+        return cls
+
+    return wrap
+
+
+def _load_standard_passes() -> None:
+    import snncompile.passes  # noqa: F401  (registers the standard library)
+
+
+def get_pass(name: str, **options) -> Any:
+    """Instantiate the pass registered as ``name`` with ``options``; ConfigError if unknown."""
+    _load_standard_passes()
+    try:
+        cls = PASSES[name]
+    except KeyError:
+        raise ConfigError(f"unknown pass {name!r}; registered: {', '.join(sorted(PASSES))}") from None
+    try:
+        return cls(**options)
+    except TypeError as e:
+        fields = [f.name for f in dataclasses.fields(cls)]
+        raise ConfigError(f"pass {name!r}: bad options {options}: {e}; it takes {fields}") from None
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def _split_top(spec: str) -> list[str]:
+    items, depth, cur = [], 0, ""
+    for ch in spec:
+        depth += (ch == "{") - (ch == "}")
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    items.append(cur)
+    return [i.strip() for i in items if i.strip()]
+
+
+def parse_pipeline(spec: str) -> list:
+    """``"a,b{k=v k2=v2}"`` -> pass instances, in order; ConfigError naming a bad item."""
+    passes = []
+    for item in _split_top(spec):
+        m = re.fullmatch(r"([a-z][a-z0-9-]*)\s*(?:\{([^{}]*)\})?", item)
+        if m is None:
+            raise ConfigError(f"pipeline spec {spec!r}: cannot read {item!r}; write items like "
+                              "'canonicalize' or 'normalize{mode=max p=99.9}'")
+        opts = {}
+        for kv in (m.group(2) or "").split():
+            if "=" not in kv:
+                raise ConfigError(f"pipeline spec {spec!r}: option {kv!r} needs the form key=value")
+            k, v = kv.split("=", 1)
+            opts[k] = _parse_value(v)
+        passes.append(get_pass(m.group(1), **opts))
+    if not passes:
+        raise ConfigError("empty pipeline spec; give pass names separated by commas")
+    return passes
+
+
+def format_pass(p) -> str:
+    """A pass as text: its name and the options that differ from their defaults."""
+    opts = []
+    for f in dataclasses.fields(p):
+        v = getattr(p, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        if v != default:
+            opts.append(f"{f.name}={v!r}" if isinstance(v, str) and (" " in v or "," in v) else f"{f.name}={v}")
+    return p.name + ("{" + " ".join(opts) + "}" if opts else "")
+
+
+class Pipeline:
+    """An ordered list of passes with instruments; ``run(graph, ctx)`` returns the last graph.
+
+    ``print_after``: "all", a pass name or a list of names (default: $SNNCOMPILE_PRINT_AFTER);
+    ``dump_dir``: write ``NN-pass-name.txt`` per stage (default: $SNNCOMPILE_DUMP_DIR);
+    ``snapshots``: keep a copy of the graph after every pass for ``stage()``/``diff()``.
+    """
+
+    def __init__(self, passes: Iterable | str = (), *, print_after=None, dump_dir: str | None = None,
+                 snapshots: bool = True, verify: bool = True, stream: TextIO | None = None):
+        self.passes = parse_pipeline(passes) if isinstance(passes, str) else [
+            get_pass(p) if isinstance(p, str) else p for p in passes]
+        env_print = os.environ.get("SNNCOMPILE_PRINT_AFTER")
+        pa = print_after if print_after is not None else env_print
+        self.print_after = set(pa.split(",")) if isinstance(pa, str) else set(pa or ())
+        self.dump_dir = dump_dir if dump_dir is not None else os.environ.get("SNNCOMPILE_DUMP_DIR")
+        self.snapshots = snapshots
+        self.verify = verify
+        self.stream = stream
+        self.stages: list[tuple[str, Graph]] = []
+        self.timings: list[tuple[str, float]] = []
+
+    # editing -------------------------------------------------------------------------------
+    def _index(self, name: str) -> int:
+        for i, p in enumerate(self.passes):
+            if p.name == name:
+                return i
+        raise ConfigError(f"no pass named {name!r} in pipeline {self}")
+
+    def insert_before(self, name: str, p) -> "Pipeline":
+        """Insert pass ``p`` (instance or name) before the pass called ``name``."""
+        self.passes.insert(self._index(name), get_pass(p) if isinstance(p, str) else p)
+        return self
+
+    def insert_after(self, name: str, p) -> "Pipeline":
+        """Insert pass ``p`` (instance or name) after the pass called ``name``."""
+        self.passes.insert(self._index(name) + 1, get_pass(p) if isinstance(p, str) else p)
+        return self
+
+    def remove(self, name: str) -> "Pipeline":
+        """Drop the pass called ``name``."""
+        del self.passes[self._index(name)]
+        return self
+
+    def replace(self, name: str, p) -> "Pipeline":
+        """Put pass ``p`` in place of the pass called ``name``."""
+        self.passes[self._index(name)] = get_pass(p) if isinstance(p, str) else p
+        return self
+
+    def __str__(self) -> str:
+        return ",".join(format_pass(p) for p in self.passes)
+
+    def __repr__(self) -> str:
+        return f"Pipeline({str(self)!r})"
+
+    # running -------------------------------------------------------------------------------
+    def run(self, graph: Graph, ctx: PassContext | None = None) -> Graph:
+        """Run every pass on a copy of ``graph``; the input graph is never changed.
+
+        Verifies after each pass and raises PassError naming the pass (and those before it)
+        when a pass fails or leaves the graph invalid.
+        """
+        ctx = ctx or PassContext()
+        g = graph.copy()
+        self.stages, self.timings = [], []
+        self._instrument("input", g, 0)
+        ran: list[str] = []
+        for k, p in enumerate(self.passes, 1):
+            t0 = time.perf_counter()
+            before = ", ".join(ran) or "none"
+            try:
+                out = p(g, ctx)
+            except SnnCompileError as e:
+                msg = str(e)
+                if not msg.startswith(p.name):
+                    e.args = (f"{p.name}: {msg}",) + e.args[1:]
+                raise
+            except Exception as e:
+                raise PassError(f"pass {p.name!r} failed: {type(e).__name__}: {e} (passes run before: {before})") from e
+            if not isinstance(out, Graph):
+                raise PassError(f"pass {p.name!r} returned {type(out).__name__}, not a Graph; a pass returns the graph")
+            g = out
+            self.timings.append((p.name, time.perf_counter() - t0))
+            if self.verify:
+                try:
+                    g.verify()
+                except VerifyError as e:
+                    raise PassError(f"pass {p.name!r} broke an IR invariant: {e} (passes run before: {before})") from e
+            ran.append(p.name)
+            self._instrument(p.name, g, k)
+        return g
+
+    def _instrument(self, name: str, g: Graph, k: int) -> None:
+        if self.snapshots:
+            snap = g.copy()
+            snap.name = name
+            self.stages.append((name, snap))
+        if "all" in self.print_after or name in self.print_after:
+            out = self.stream or sys.stdout
+            print(f"// ----- after {name} -----", file=out)
+            print(g.format(), file=out)
+        if self.dump_dir:
+            os.makedirs(self.dump_dir, exist_ok=True)
+            with open(os.path.join(self.dump_dir, f"{k:02d}-{name}.txt"), "w") as f:
+                f.write(g.format() + "\n")
+
+    # inspecting ----------------------------------------------------------------------------
+    def stage(self, name: str) -> Graph:
+        """The snapshot kept after the pass called ``name`` ("input" is the graph before any)."""
+        for n, g in self.stages:
+            if n == name:
+                return g
+        raise ConfigError(f"no stage {name!r}; stages: {', '.join(n for n, _ in self.stages) or 'none (run first, with snapshots=True)'}")
+
+    def diff(self, a: str, b: str) -> str:
+        """What changed between two stages, as a unified diff of their printed graphs."""
+        return self.stage(a).diff(self.stage(b))
+
+    def timing_table(self) -> str:
+        """One line a pass: its name and milliseconds."""
+        return "\n".join(f"{n:<24} {t * 1e3:8.2f} ms" for n, t in self.timings)
