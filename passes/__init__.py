@@ -1,6 +1,17 @@
 """The standard pass library: one pass per file, each registered under a kebab-case name."""
 from __future__ import annotations
 
-from . import canonicalize, fold_batchnorm  # noqa: F401  (registration)
+from . import (  # noqa: F401  (importing registers each pass)
+    avgpool_to_sumpool,
+    canonicalize,
+    encode_input,
+    fold_batchnorm,
+    hoist_static,
+    normalize,
+    readout,
+    relu_to_if,
+    swap_maxpool_relu,
+)
 
-__all__ = ["canonicalize", "fold_batchnorm"]
+__all__ = ["avgpool_to_sumpool", "canonicalize", "encode_input", "fold_batchnorm", "hoist_static",
+           "normalize", "readout", "relu_to_if", "swap_maxpool_relu"]

@@ -8,12 +8,14 @@ Trace a model into the IR (``trace``), run passes on it (``Pipeline``), emit a r
 from __future__ import annotations
 
 from . import errors
+from .convert import compile, conversion_pipeline
 from .emit import emit, run_graph
 from .errors import SnnCompileError
 from .frontend.fx import trace
 from .ir import Graph, Node
 from .pipeline import PassContext, Pipeline, get_pass, register_pass
+from .runtime import SpikingModule
 
-__all__ = ["trace", "emit", "run_graph", "Graph", "Node", "Pipeline", "PassContext", "register_pass",
+__all__ = ["compile", "conversion_pipeline", "SpikingModule", "trace", "emit", "run_graph", "Graph", "Node", "Pipeline", "PassContext", "register_pass",
            "get_pass", "errors", "SnnCompileError"]
 __version__ = "0.1.0"

@@ -1,0 +1,42 @@
+"""hoist-static: what depends only on the static input runs once, not T times.
+
+Requires: direct ``encode`` nodes after the inputs. Guarantees: direct encodings are removed;
+every op whose inputs are all static runs on ``[N, ...]``; a neuron reading a static value gets
+``input_kind="static"`` (it reads the current once and writes T steps); any other op that mixes a
+static value with a sequence reads it through ``repeat_time``. The function computed is unchanged.
+"""
+from __future__ import annotations
+
+from snncompile.ir import Graph
+from snncompile.ops import NEURON_OPS
+from snncompile.pipeline import PassContext, register_pass
+
+__all__ = ["HoistStatic"]
+
+
+@register_pass("hoist-static")
+class HoistStatic:
+    """No options."""
+
+    def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
+        for enc in list(graph.find("encode")):
+            if enc.attrs.get("method", "direct") == "direct":
+                graph.bypass(enc)
+        static = {n.id for n in graph.inputs if n.attrs.get("kind", "static") == "static"}
+        for n in list(graph.nodes):
+            if n.op in ("input", "output"):
+                continue
+            ins_static = [i.id in static for i in n.inputs]
+            if n.op in NEURON_OPS:
+                if ins_static[0]:
+                    n.attrs["input_kind"] = "static"
+                continue
+            if n.op in ("encode",):
+                continue
+            if all(ins_static) and n.op not in ("readout", "repeat_time"):
+                static.add(n.id)
+                continue
+            for i in [i for i, s in zip(n.inputs, ins_static) if s]:
+                rep = graph.add("repeat_time", [i], meta={"shape": i.shape, "source": i.source}, before=n)
+                n.inputs = [rep if x is i else x for x in n.inputs]
+        return graph

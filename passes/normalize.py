@@ -1,0 +1,220 @@
+"""normalize: rescale weights so every ReLU's activation scale λ becomes 1 (threshold 1).
+
+Data-based normalization (Diehl 2015, Rueckauer 2017): λ_l is the max or the p-th percentile of
+ReLU l's output over calibration data, layer-wise (one λ) or channel-wise (one per channel).
+Every conv/linear is rescaled ``W[o,i] <- W[o,i] * s_in[i] / s_out[o]``, ``b <- b / s_out``, where
+``s_in`` is the scale its input carries and ``s_out`` the λ of the ReLU it feeds. We rescale
+weights (not thresholds): afterwards every neuron has threshold 1 and a spike means λ.
+
+Scales are tracked per edge, so the structure is handled here, not by the user: pools and
+reshapes carry their input's scale; a concat concatenates its inputs' channel scales; both inputs
+of a residual ``add`` are brought to the add's scale (a weighted input is rescaled directly, a
+skip connection gets a ``scale`` node); where a ReLU's input cannot be rescaled by a weight a
+``scale`` node is inserted; outputs are scaled back to true units. Requires: BN folded, no
+opaque ops, ReLUs not yet converted. Guarantees: the graph computes the original function
+(within float rounding), and each ReLU's output is the original divided by its λ.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from snncompile.calibrate import collect_stats
+from snncompile.errors import CalibrationError, ConfigError, UnsupportedOpError
+from snncompile.ir import Graph, Node
+from snncompile.ops import NEURON_OPS
+from snncompile.pipeline import PassContext, register_pass
+
+from ._walk import WEIGHTED_OPS
+
+__all__ = ["Normalize"]
+
+_TRANSPARENT = ("maxpool2d", "avgpool2d", "sumpool2d", "adaptive_avgpool2d", "mul_const", "scale",
+                "dropout", "identity")
+_THROUGH_TO_RELU = _TRANSPARENT + ("add",)
+
+
+@register_pass("normalize")
+class Normalize:
+    """Options: ``mode`` "max" | "percentile" | "fixed"; ``p`` (percentile); ``granularity``
+    "layer" | "channel"; ``scale`` (the λ every ReLU gets in mode "fixed");
+    ``batch_size`` for calibration."""
+
+    mode: str = "percentile"
+    p: float = 99.9
+    granularity: str = "channel"
+    scale: float = 1.0
+    batch_size: int = 256
+
+    def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
+        if self.mode not in ("max", "percentile", "fixed"):
+            raise ConfigError(f"normalize: mode must be 'max', 'percentile' or 'fixed', got {self.mode!r}")
+        if self.granularity not in ("layer", "channel"):
+            raise ConfigError(f"normalize: granularity must be 'layer' or 'channel', got {self.granularity!r}")
+        if self.mode == "percentile" and not 0 < self.p <= 100:
+            raise ConfigError(f"normalize: p={self.p} must be in (0, 100]")
+        _refuse_unsupported(graph)
+        relus = graph.find("relu")
+        lam = self._lambdas(graph, relus, ctx)
+        _rescale(graph, lam)
+        return graph
+
+    def _lambdas(self, graph: Graph, relus: list[Node], ctx: PassContext) -> dict[int, torch.Tensor]:
+        if self.mode == "fixed":
+            return {r.id: torch.tensor(float(self.scale)) for r in relus}
+        key = ("normalize-stats", graph.format())
+        stats = ctx.cache.get(key)
+        if stats is None:
+            stats = collect_stats(graph, ctx.calibration_data, relus, batch_size=self.batch_size, device=ctx.device)
+            ctx.cache[key] = stats
+        lam = {}
+        cw = self.granularity == "channel"
+        for r in relus:
+            st = stats[r.id]
+            if st.count == 0:
+                raise CalibrationError(f"normalize: {r.describe()} has no calibration statistics — pass "
+                                       "calibration data that reaches it, or use mode=fixed with a scale")
+            v = st.max(channelwise=cw) if self.mode == "max" else st.percentile(self.p, channelwise=cw)
+            v = v.detach().float().cpu()
+            layer_v = st.max(channelwise=False).float().cpu() if self.mode == "max" else \
+                st.percentile(self.p, channelwise=False).float().cpu()
+            # a channel that never fires in calibration keeps the layer's scale (any positive
+            # value is exact for the ANN; this one keeps its weights in range)
+            floor = torch.clamp(layer_v, min=1e-8)
+            v = torch.where(v > 1e-6 * floor, v, floor)
+            lam[r.id] = _broadcastable(v, r.shape)
+        return lam
+
+
+def _refuse_unsupported(graph: Graph) -> None:
+    for n in graph.nodes:
+        if n.op == "batchnorm":
+            raise UnsupportedOpError(f"normalize: {n.describe()} is a batch norm that is not folded (it does not "
+                                     "follow a conv/linear that only it reads) — run fold-batchnorm first, or move "
+                                     "the BN after a conv/linear layer in the model")
+        if n.op == "opaque":
+            raise UnsupportedOpError(f"normalize: {n.describe()} calls {n.attrs.get('name')}, which snncompile "
+                                     "cannot rescale — replace it with a supported op (see snncompile.ops.OPS) "
+                                     "or remove it before converting")
+        if n.op in NEURON_OPS or n.op in ("encode", "readout"):
+            raise ConfigError(f"normalize: {n.describe()} is already spiking; normalize runs before relu-to-if")
+
+
+def _broadcastable(v: torch.Tensor, shape) -> torch.Tensor:
+    """A scalar stays a scalar; a per-channel vector [C] becomes [C, 1, ...] for one sample."""
+    if v.numel() == 1:
+        return v.reshape(())
+    return v.reshape((v.numel(),) + (1,) * (len(shape) - 2))
+
+
+def _per_channel(s: torch.Tensor, shape, where: Node) -> torch.Tensor:
+    """The scale as a vector over dim 1 of ``shape``; it must be constant within a channel."""
+    c = shape[1]
+    if s.dim() == 0:
+        return s.expand(c)
+    full = s.expand(tuple(shape[1:]))
+    flat = full.reshape(c, -1)
+    if not torch.allclose(flat, flat[:, :1].expand_as(flat), rtol=1e-6, atol=0):
+        raise UnsupportedOpError(f"normalize: the input of {where.describe()} has scales that vary within a "
+                                 "channel; normalize layer-wise (granularity=layer) for this model")
+    return flat[:, 0]
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    try:
+        return a.shape == b.shape and torch.allclose(a, b, rtol=1e-7, atol=0) or \
+            (a.numel() == 1 and b.numel() == 1 and torch.allclose(a.reshape(()), b.reshape(()), rtol=1e-7, atol=0))
+    except RuntimeError:
+        return False
+
+
+def _target(graph: Graph, node: Node, lam: dict[int, torch.Tensor], seen=None) -> torch.Tensor | None:
+    """The λ of the ReLU this node's value flows into (through pools and adds), None for an output."""
+    for u in graph.users(node):
+        if u.op == "relu":
+            return lam[u.id]
+        if u.op in _THROUGH_TO_RELU:
+            t = _target(graph, u, lam)
+            if t is not None:
+                return t
+    return None
+
+
+def _insert_scale(graph: Graph, src: Node, reader: Node, factor: torch.Tensor) -> None:
+    s = graph.add("scale", [src], params={"factor": factor.float()},
+                  meta={"shape": src.shape, "source": src.source}, before=reader)
+    reader.inputs = [s if i is src else i for i in reader.inputs]
+
+
+def _rescale(graph: Graph, lam: dict[int, torch.Tensor]) -> None:
+    one = torch.tensor(1.0)
+    scales: dict[int, torch.Tensor] = {}
+    for n in list(graph.nodes):
+        if n.op == "input":
+            scales[n.id] = one
+        elif n.op in WEIGHTED_OPS:
+            s_in = _per_channel(scales[n.inputs[0].id], n.inputs[0].shape, n)
+            t = _target(graph, n, lam)
+            s_out = one if t is None else t
+            _rescale_layer(n, s_in, _per_channel(s_out, n.shape, n))
+            scales[n.id] = s_out
+        elif n.op == "relu":
+            s_in, want = scales[n.inputs[0].id], lam[n.id]
+            if not _same(s_in, want):
+                _insert_scale(graph, n.inputs[0], n, s_in / want)
+            scales[n.id] = want
+            n.meta["act_scale"] = want.clone()
+        elif n.op == "add":
+            t = _target(graph, n, lam)
+            want = scales[n.inputs[0].id] if t is None else t
+            for x in list(n.inputs):
+                if not _same(scales[x.id], want):
+                    _insert_scale(graph, x, n, scales[x.id] / want)
+            scales[n.id] = want
+        elif n.op in _TRANSPARENT:
+            scales[n.id] = scales[n.inputs[0].id]
+        elif n.op in ("flatten", "reshape"):
+            s = scales[n.inputs[0].id]
+            if s.dim() == 0:
+                scales[n.id] = s
+            else:
+                full = s.expand(tuple(n.inputs[0].shape[1:])).unsqueeze(0)
+                from snncompile.ops import get_op
+                args, kw = get_op(n.op).bind_call([full], n.attrs, {})
+                scales[n.id] = get_op(n.op).target(*args, **kw)[0]
+        elif n.op == "cat":
+            scales[n.id] = _cat_scales(graph, n, scales)
+        elif n.op == "clamp":
+            raise UnsupportedOpError(f"normalize: {n.describe()} clamps to [{n.attrs.get('min')}, {n.attrs.get('max')}]; "
+                                     "only ReLU activations convert — use ReLU")
+        elif n.op == "output":
+            for x in list(n.inputs):
+                if not _same(scales[x.id], one):
+                    _insert_scale(graph, x, n, scales[x.id])
+        else:
+            raise UnsupportedOpError(f"normalize: does not know how {n.describe()} carries activation scales — "
+                                     "add a rule in passes/normalize.py or remove the op")
+
+
+def _cat_scales(graph: Graph, n: Node, scales: dict[int, torch.Tensor]) -> torch.Tensor:
+    ss = [scales[x.id] for x in n.inputs]
+    if all(s.dim() == 0 for s in ss) and all(_same(s, ss[0]) for s in ss):
+        return ss[0]
+    dim = n.attrs.get("dim", 1)
+    dim = dim - 1 if dim > 0 else len(n.shape) + dim - 1
+    fulls = [s.expand(tuple(x.shape[1:])) for s, x in zip(ss, n.inputs)]
+    return torch.cat(fulls, dim=dim)
+
+
+def _rescale_layer(n: Node, s_in: torch.Tensor, s_out: torch.Tensor) -> None:
+    w = n.params["weight"].double()
+    groups = int(n.attrs.get("groups", 1))
+    cout = w.shape[0]
+    s_in_rows = s_in.double().reshape(groups, -1)[torch.arange(cout) // (cout // groups)]  # [Cout, Cin/g]
+    extra = (1,) * (w.dim() - 2)
+    w = w * s_in_rows.reshape(s_in_rows.shape + extra) / s_out.double().reshape((cout, 1) + extra)
+    n.params["weight"] = w.float()
+    if "bias" in n.params:
+        n.params["bias"] = (n.params["bias"].double() / s_out.double()).float()
+    n.meta["out_scale"] = s_out.clone()

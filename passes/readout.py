@@ -1,0 +1,32 @@
+"""readout: the last layer does not spike; its values at every step go to the runtime.
+
+Requires: the output is computed from a sequence (after encode-input). Guarantees: each graph
+output reads a ``readout`` node; the runtime averages the readout over T (or gives its running
+mean at every t), so the last layer integrates its input current instead of firing.
+"""
+from __future__ import annotations
+
+from snncompile.ir import Graph
+from snncompile.pipeline import PassContext, register_pass
+
+__all__ = ["Readout"]
+
+
+@register_pass("readout")
+class Readout:
+    """Option: ``mode`` = "mean" (average over T)."""
+
+    mode: str = "mean"
+
+    def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
+        out = graph.output
+        new_inputs = []
+        for x in out.inputs:
+            if x.op == "readout":
+                new_inputs.append(x)
+                continue
+            r = graph.add("readout", [x], {"mode": self.mode}, meta={"shape": x.shape, "source": x.source},
+                          before=out)
+            new_inputs.append(r)
+        out.inputs = new_inputs
+        return graph

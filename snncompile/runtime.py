@@ -1,0 +1,115 @@
+"""The SpikingModule: the emitted SNN with T, encoders, readout, reset, streaming step().
+
+``snn(x)`` resets every neuron, runs all T steps layer by layer (stateless ops on T folded into
+the batch, neurons looping over T inside one call) and returns the readout averaged over T.
+``snn(x, return_all_steps=True)`` gives the running average after every t from the same run, so
+the accuracy at every T costs one simulation. ``step(x_t)`` keeps the state between calls.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .emit import emit
+from .errors import ConfigError
+from .ir import Graph
+from .neurons import SpikingNeuron
+
+__all__ = ["SpikingModule"]
+
+
+class SpikingModule(nn.Module):
+    """A runnable SNN around the module emitted from ``graph``.
+
+    ``T``: default number of steps; ``backend``: neuron backend; ``max_chunk_bytes``: the batch is
+    simulated in chunks so the largest [T*n, ...] activation stays under this size (bounds
+    memory; on a CPU smaller chunks also stay in cache). ``pipeline`` is kept for inspection
+    (``snn.pipeline.stage("normalize")``).
+    """
+
+    def __init__(self, graph: Graph, T: int, *, backend: str = "torch", pipeline=None,
+                 max_chunk_bytes: int = 64 << 20):
+        super().__init__()
+        if T < 1:
+            raise ConfigError(f"T must be at least 1, got {T}")
+        self.graph = graph
+        self.T = int(T)
+        self.backend = backend
+        self.pipeline = pipeline
+        self.module = emit(graph, backend=backend)
+        self.max_chunk_bytes = max_chunk_bytes
+        self._per_sample = max((_numel(n.shape) for n in graph.nodes if n.shape is not None), default=1)
+        self._step_sum = None
+        self._step_count = 0
+
+    @property
+    def code(self) -> str:
+        """The emitted forward, as Python source."""
+        return self.module.code
+
+    def neurons(self) -> dict[str, SpikingNeuron]:
+        """The neuron layers by name."""
+        return {k: m for k, m in self.module.named_modules() if isinstance(m, SpikingNeuron)}
+
+    def reset(self) -> None:
+        """Clear membranes, spike counts and the streaming readout."""
+        for m in self.neurons().values():
+            m.reset()
+        self._step_sum, self._step_count = None, 0
+
+    def _chunk_rows(self, T: int, x: torch.Tensor) -> int:
+        per_row = T * self._per_sample * x.element_size()
+        return max(1, self.max_chunk_bytes // max(per_row, 1))
+
+    def run_sequence(self, x: torch.Tensor, T: int | None = None) -> torch.Tensor:
+        """The readout at every step, ``[T, N, ...]`` (not averaged); resets state first."""
+        T = int(T or self.T)
+        if not isinstance(x, torch.Tensor) or x.dim() < 1:
+            raise ConfigError("SpikingModule input must be a tensor with a batch dimension")
+        outs = []
+        for xc in x.split(self._chunk_rows(T, x)):
+            self._reset_membranes()
+            outs.append(self.module(xc, T))
+        return torch.cat(outs, dim=1)
+
+    def _reset_membranes(self) -> None:
+        for m in self.neurons().values():
+            m.v = None
+
+    def forward(self, x: torch.Tensor, T: int | None = None, return_all_steps: bool = False) -> torch.Tensor:
+        """Run T steps on ``x`` [N, ...]; the readout averaged over T ``[N, ...]``, or with
+        ``return_all_steps`` its running average after every t ``[T, N, ...]``."""
+        self.reset()
+        seq = self.run_sequence(x, T)
+        if return_all_steps:
+            steps = torch.arange(1, seq.shape[0] + 1, device=seq.device, dtype=seq.dtype)
+            return seq.cumsum(0) / steps.reshape((-1,) + (1,) * (seq.dim() - 1))
+        return seq.mean(0)
+
+    def step(self, x_t: torch.Tensor) -> torch.Tensor:
+        """Advance one time step on input ``x_t`` [N, ...], keeping state; returns the readout
+        averaged over the steps since the last ``reset()``."""
+        out = self.module(x_t, 1)[0]
+        self._step_sum = out if self._step_sum is None else self._step_sum + out
+        self._step_count += 1
+        return self._step_sum / self._step_count
+
+    def firing_rates(self, x: torch.Tensor, T: int | None = None) -> dict[str, float]:
+        """Mean spikes per neuron per step for every neuron layer, over a run on ``x``."""
+        ns = self.neurons()
+        for m in ns.values():
+            m.record_rates = True
+        try:
+            with torch.no_grad():
+                self.forward(x, T)
+            return {k: m.spike_count / max(m.neuron_steps, 1) for k, m in ns.items()}
+        finally:
+            for m in ns.values():
+                m.record_rates = False
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape[1:]:
+        n *= int(d)
+    return n
