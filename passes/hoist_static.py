@@ -35,6 +35,7 @@ class HoistStatic:
                 continue
             if all(ins_static) and n.op not in ("readout", "repeat_time"):
                 static.add(n.id)
+                n.meta["static"] = True  # runs once on [N, ...]; read by benchmarks and tools
                 continue
             for i in [i for i, s in zip(n.inputs, ins_static) if s]:
                 rep = graph.add("repeat_time", [i], meta={"shape": i.shape, "source": i.source}, before=n)

@@ -53,7 +53,8 @@ def collect_stats(graph: Graph, data: Any, nodes: Iterable[Node], *, bins: int =
     """Run the (non-temporal) graph on all calibration batches; return stats per node id.
 
     Deterministic for the same data; runs on ``device`` (default: where the graph's first
-    parameter lives). Shows a progress line on stderr when it takes more than two seconds.
+    parameter lives). Shows a progress line on stderr (when it is a terminal, or ``progress=True``) once it takes
+    more than two seconds.
     """
     if is_temporal(graph):
         raise CalibrationError("calibration runs on the ANN; run it before relu-to-if/encode/readout")
@@ -74,12 +75,15 @@ def collect_stats(graph: Graph, data: Any, nodes: Iterable[Node], *, bins: int =
             return out
 
     obs = _Observer(gm)
-    t0, k = time.perf_counter(), 0
+    if progress is None:
+        progress = sys.stderr.isatty()
+    t0, k, shown = time.perf_counter(), 0, False
     with torch.no_grad():
         for k, x in enumerate(iter_batches(data, batch_size), 1):
             obs.run(x.to(device))
-            if (progress or progress is None) and time.perf_counter() - t0 > 2.0:
+            if progress and time.perf_counter() - t0 > 2.0:
                 print(f"\rcalibrating: {k} batches", end="", file=sys.stderr, flush=True)
-    if time.perf_counter() - t0 > 2.0 and progress is not False:
+                shown = True
+    if shown:
         print(file=sys.stderr)
     return stats
