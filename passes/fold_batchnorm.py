@@ -28,6 +28,8 @@ class FoldBatchnorm:
             layer = bn.inputs[0]
             if layer.op not in WEIGHTED_OPS or single_user(graph, layer) is not bn:
                 continue
+            if layer.op == "linear" and (layer.shape is None or len(layer.shape) != 2):
+                continue  # a BN1d after a linear on [N, C, L] normalizes C, not the linear's outputs
             p = bn.params
             var, mean = p["running_var"].double(), p["running_mean"].double()
             gamma = p["weight"].double() if "weight" in p else torch.ones_like(var)

@@ -26,7 +26,7 @@ from snncompile.ir import Graph, Node
 from snncompile.ops import NEURON_OPS
 from snncompile.pipeline import PassContext, register_pass
 
-from ._walk import WEIGHTED_OPS
+from ._walk import WEIGHTED_OPS, refuse_non_relu_activations
 
 __all__ = ["Normalize"]
 
@@ -63,11 +63,7 @@ class Normalize:
     def _lambdas(self, graph: Graph, relus: list[Node], ctx: PassContext) -> dict[int, torch.Tensor]:
         if self.mode == "fixed":
             return {r.id: torch.tensor(float(self.scale)) for r in relus}
-        key = ("normalize-stats", graph.format())
-        stats = ctx.cache.get(key)
-        if stats is None:
-            stats = collect_stats(graph, ctx.calibration_data, relus, batch_size=self.batch_size, device=ctx.device)
-            ctx.cache[key] = stats
+        stats = collect_stats(graph, ctx.calibration_data, relus, batch_size=self.batch_size, device=ctx.device)
         lam = {}
         cw = self.granularity == "channel"
         for r in relus:
@@ -88,6 +84,7 @@ class Normalize:
 
 
 def _refuse_unsupported(graph: Graph) -> None:
+    refuse_non_relu_activations(graph, "normalize")
     for n in graph.nodes:
         if n.op == "batchnorm":
             raise UnsupportedOpError(f"normalize: {n.describe()} is a batch norm that is not folded (it does not "

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from snncompile.errors import ConfigError, UnsupportedOpError
+from snncompile.errors import ConfigError
 from snncompile.ir import Graph
 from snncompile.pipeline import PassContext, register_pass
 
+from ._walk import refuse_non_relu_activations
+
 __all__ = ["ReluToIf"]
-
-_NON_RELU = ("gelu", "sigmoid", "tanh", "silu", "elu", "leaky_relu", "softplus", "hardswish", "mish", "selu",
-             "GELU", "Sigmoid", "Tanh", "SiLU", "ELU", "LeakyReLU", "Softplus", "Hardswish", "Mish", "SELU")
-
 
 @register_pass("relu-to-if")
 class ReluToIf:
@@ -30,15 +28,8 @@ class ReluToIf:
     def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
         if not 0.0 <= self.v_init < 1.0:
             raise ConfigError(f"relu-to-if: v_init={self.v_init} must be in [0, 1) (a fraction of the threshold)")
+        refuse_non_relu_activations(graph, "relu-to-if")
         for n in graph.nodes:
-            if n.op == "opaque" and any(k in str(n.attrs.get("name", "")) for k in _NON_RELU):
-                raise UnsupportedOpError(
-                    f"relu-to-if: {n.describe()} is the activation {n.attrs['name']}, which an IF neuron cannot "
-                    "represent (IF neurons rate-code ReLU) — replace it with nn.ReLU and retrain or fine-tune, "
-                    "or use snncompile.to_trainable for direct training")
-            if n.op == "clamp" and (n.attrs.get("min") or 0.0) != 0.0:
-                raise UnsupportedOpError(f"relu-to-if: {n.describe()} clamps below at {n.attrs.get('min')}; "
-                                         "only ReLU-like activations (min 0) become IF neurons — use ReLU")
             if n.op != "relu":
                 continue
             n.op = "if_neuron"

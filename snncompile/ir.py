@@ -241,10 +241,11 @@ class Graph:
         return "\n".join(difflib.unified_diff(a, b, f"{self.name}", f"{other.name}", n=context, lineterm=""))
 
     def to_networkx(self):
-        """A networkx.DiGraph: one vertex per node id (op, attrs, shape), an edge per input."""
+        """A networkx.MultiDiGraph: one vertex per node id (op, attrs, shape), an edge per input
+        (``index`` = input position, so ``add(%1, %1)`` has two edges)."""
         import networkx as nx
 
-        g = nx.DiGraph(name=self.name)
+        g = nx.MultiDiGraph(name=self.name)
         for n in self.nodes:
             g.add_node(n.id, op=n.op, attrs=dict(n.attrs), shape=n.shape,
                        label=f"%{n.id} {n.op}", module_path=n.source.module_path if n.source else "")

@@ -123,6 +123,16 @@ def format_pass(p) -> str:
     return p.name + ("{" + " ".join(opts) + "}" if opts else "")
 
 
+def _as_pass(p):
+    """A pass instance from an instance, a name, or one spec item like ``"normalize{mode=max}"``."""
+    if not isinstance(p, str):
+        return p
+    passes = parse_pipeline(p)
+    if len(passes) != 1:
+        raise ConfigError(f"expected one pass, got {len(passes)} in {p!r}")
+    return passes[0]
+
+
 class Pipeline:
     """An ordered list of passes with instruments; ``run(graph, ctx)`` returns the last graph.
 
@@ -133,8 +143,7 @@ class Pipeline:
 
     def __init__(self, passes: Iterable | str = (), *, print_after=None, dump_dir: str | None = None,
                  snapshots: bool = True, verify: bool = True, stream: TextIO | None = None):
-        self.passes = parse_pipeline(passes) if isinstance(passes, str) else [
-            get_pass(p) if isinstance(p, str) else p for p in passes]
+        self.passes = parse_pipeline(passes) if isinstance(passes, str) else [_as_pass(p) for p in passes]
         env_print = os.environ.get("SNNCOMPILE_PRINT_AFTER")
         pa = print_after if print_after is not None else env_print
         self.print_after = set(pa.split(",")) if isinstance(pa, str) else set(pa or ())
@@ -153,13 +162,13 @@ class Pipeline:
         raise ConfigError(f"no pass named {name!r} in pipeline {self}")
 
     def insert_before(self, name: str, p) -> "Pipeline":
-        """Insert pass ``p`` (instance or name) before the pass called ``name``."""
-        self.passes.insert(self._index(name), get_pass(p) if isinstance(p, str) else p)
+        """Insert pass ``p`` (instance, name or spec item) before the pass called ``name``."""
+        self.passes.insert(self._index(name), _as_pass(p))
         return self
 
     def insert_after(self, name: str, p) -> "Pipeline":
-        """Insert pass ``p`` (instance or name) after the pass called ``name``."""
-        self.passes.insert(self._index(name) + 1, get_pass(p) if isinstance(p, str) else p)
+        """Insert pass ``p`` (instance, name or spec item) after the pass called ``name``."""
+        self.passes.insert(self._index(name) + 1, _as_pass(p))
         return self
 
     def remove(self, name: str) -> "Pipeline":
@@ -169,7 +178,7 @@ class Pipeline:
 
     def replace(self, name: str, p) -> "Pipeline":
         """Put pass ``p`` in place of the pass called ``name``."""
-        self.passes[self._index(name)] = get_pass(p) if isinstance(p, str) else p
+        self.passes[self._index(name)] = _as_pass(p)
         return self
 
     def __str__(self) -> str:

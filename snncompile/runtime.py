@@ -89,6 +89,8 @@ class SpikingModule(nn.Module):
     def step(self, x_t: torch.Tensor) -> torch.Tensor:
         """Advance one time step on input ``x_t`` [N, ...], keeping state; returns the readout
         averaged over the steps since the last ``reset()``."""
+        if self._step_sum is not None and self._step_sum.shape[0] != x_t.shape[0]:
+            self.reset()  # a new batch size is a new stream
         out = self.module(x_t, 1)[0]
         self._step_sum = out if self._step_sum is None else self._step_sum + out
         self._step_count += 1

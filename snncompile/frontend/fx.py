@@ -197,8 +197,13 @@ class _Converter:
             target, tname = getattr(torch.Tensor, n.target), f"Tensor.{n.target}"
         if rule is not None:
             op, ins, attrs, params = rule
-            return self._add(op, ins, attrs, params, n)
-        return self._opaque(n, target, tname, args, kwargs)
+            node = self._add(op, ins, attrs, params, n)
+        else:
+            node = self._opaque(n, target, tname, args, kwargs)
+        src = n.args[0] if n.args else None
+        if isinstance(src, fx.Node) and self.values.get(src) is out:
+            self.env[src] = node  # an in-place op: later reads of its input see the new value
+        return node
 
     def _opaque(self, n, target, tname, args, kwargs) -> Node:
         ins = [a for a in args if isinstance(a, Node)]

@@ -50,7 +50,7 @@ def _adaptive_sig(input, output_size): ...
 def _flatten_sig(input, start_dim=0, end_dim=-1): ...
 def _dropout_sig(input, p=0.5, training=True, inplace=False): ...
 def _cat_sig(tensors, dim=0): ...
-def _binary_sig(input, other, *, alpha=1, out=None): ...
+def _binary_sig(input, other, *, alpha=1, out=None, rounding_mode=None): ...
 def _hardtanh_sig(input, min_val=-1.0, max_val=1.0, inplace=False): ...
 
 
@@ -107,6 +107,8 @@ def _clamp_min(site):
 def _binary(site, kind: str):
     a = _bind(_binary_sig, site.args, site.kwargs)
     x, y = a["input"], a["other"]
+    if a["rounding_mode"] is not None:
+        return None
     if kind == "add":
         if site.is_ir(x) and site.is_ir(y) and a["alpha"] == 1:
             return "add", [x, y], {}, {}
@@ -158,10 +160,11 @@ _FUNCTIONS = {
     F.relu: _relu, torch.relu: _relu, torch.relu_: _relu, F.relu_: _relu,
     torch.clamp: _clamp, torch.clip: _clamp, torch.clamp_min: _clamp_min,
     F.conv1d: lambda s: _conv(s, _single), F.conv2d: lambda s: _conv(s, _pair),
-    F.avg_pool2d: lambda s: ("avgpool2d", [s.args[0]], _pool_attrs(_bind(_avgpool_sig, s.args, s.kwargs), False), {}),
+    F.avg_pool2d: lambda s: ("avgpool2d", [_bind(_avgpool_sig, s.args, s.kwargs)["input"]],
+                             _pool_attrs(_bind(_avgpool_sig, s.args, s.kwargs), False), {}),
     F.max_pool2d: lambda s: None if _bind(_maxpool_sig, s.args, s.kwargs)["return_indices"] else
-    ("maxpool2d", [s.args[0]], _pool_attrs(_bind(_maxpool_sig, s.args, s.kwargs), True), {}),
-    F.adaptive_avg_pool2d: lambda s: ("adaptive_avgpool2d", [s.args[0]],
+    ("maxpool2d", [_bind(_maxpool_sig, s.args, s.kwargs)["input"]], _pool_attrs(_bind(_maxpool_sig, s.args, s.kwargs), True), {}),
+    F.adaptive_avg_pool2d: lambda s: ("adaptive_avgpool2d", [_bind(_adaptive_sig, s.args, s.kwargs)["input"]],
                                       {"output_size": _pair(_bind(_adaptive_sig, s.args, s.kwargs)["output_size"])}, {}),
     torch.flatten: _flatten, torch.reshape: _reshape,
     operator.add: lambda s: _binary(s, "add"), operator.iadd: lambda s: _binary(s, "add"),
@@ -207,16 +210,21 @@ _METHODS = {
 }
 
 
+def _apply(rule, site: Site):
+    try:
+        return rule(site) if rule else None
+    except TypeError:
+        return None  # arguments our signature does not know (a rarer overload): keep it opaque
+
+
 def convert_function(site: Site):
     """Canonicalise a call_function; None when the function has no canonical op."""
-    rule = _FUNCTIONS.get(site.node.target)
-    return rule(site) if rule else None
+    return _apply(_FUNCTIONS.get(site.node.target), site)
 
 
 def convert_method(site: Site):
     """Canonicalise a call_method (``x.relu()``, ``x.view(n, -1)``); None when unknown."""
-    rule = _METHODS.get(site.node.target)
-    return rule(site) if rule else None
+    return _apply(_METHODS.get(site.node.target), site)
 
 
 def convert_module(mod: nn.Module, site: Site):

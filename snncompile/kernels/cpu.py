@@ -1,0 +1,311 @@
+"""Fused CPU neuron kernel: one pass per neuron over all T steps, in C, loaded with ctypes.
+
+On a CPU the neuron update is bound by memory traffic; the torch reference runs 3-4 tensor ops per
+step. ``cpu_neuron.c`` runs the whole T loop per block of neurons with the state in a local array,
+so each step only streams ``x[t]`` in and ``s[t]`` out; blocks are spread over OpenMP threads (as
+many as ``torch.get_num_threads()``).
+
+The source is compiled on first use with the system C compiler ($CC, sysconfig's CC, cc, gcc,
+clang) into ``$SNNCOMPILE_CACHE`` (else ``$XDG_CACHE_HOME/snncompile`` or ``~/.cache/snncompile``)
+under a name hashed from the source, the flags and the CPU, so a change rebuilds it; it is written
+to a temporary name and renamed, so concurrent processes do not clash. Without a compiler (and no
+cached build) or when the build fails, ``run_cpu`` runs the torch reference and warns once.
+
+The kernel's I/O is float32: other input dtypes are converted to float32 in Python (one extra
+pass) and the spikes back to the input's dtype. Results equal ``neuron_reference`` bit for bit
+(same float operations in the same order, no FMA contraction, no fast-math). Inference only:
+whenever autograd needs a graph the reference runs instead.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..errors import KernelError
+from ..neurons import NeuronSpec, broadcast_threshold, neuron_reference
+
+__all__ = ["run_cpu", "cpu_kernel_available", "load_library", "kernel_info", "find_compiler",
+           "cache_dir", "reset_library_state", "BLOCK"]
+
+_SOURCE = Path(__file__).with_name("cpu_neuron.c")
+# Exactness needs -ffp-contract=off (no fused multiply-add) and no -ffast-math;
+# -fno-trapping-math only lets gcc if-convert (and so vectorise) the spike comparison.
+_BASE_FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-fno-fast-math", "-ffp-contract=off",
+               "-fno-trapping-math")
+# Tried in order until one builds and loads.
+_FLAG_SETS = (("-march=native", "-fopenmp"), ("-fopenmp",), ("-march=native",), ())
+_KINDS = {"if": 0, "spikingjelly": 1, "snntorch": 2}
+_RESETS = {"subtract": 0, "value": 1}
+#: Neurons per block (the T loop runs inside a block); 0 keeps the library's default (8192).
+#: Tune per machine: the block's state (3 floats a neuron) should stay in L2.
+BLOCK: int = 0
+
+_lock = threading.Lock()
+_state: dict = {"lib": None, "error": None, "warned": False, "path": None}
+
+
+def reset_library_state() -> None:
+    """Forget the loaded library, a recorded build failure and the warning (for tests)."""
+    with _lock:
+        _state.update(lib=None, error=None, warned=False, path=None)
+
+
+def cache_dir() -> Path:
+    """Return the directory compiled kernels are cached in (``$SNNCOMPILE_CACHE`` wins)."""
+    env = os.environ.get("SNNCOMPILE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "snncompile"
+
+
+def find_compiler() -> str | None:
+    """Return the path of a C compiler (``$CC``, sysconfig's CC, cc, gcc, clang) or None."""
+    candidates = []
+    for spec in (os.environ.get("CC"), sysconfig.get_config_var("CC")):
+        if spec:
+            try:
+                candidates.append(shlex.split(spec)[0])
+            except (ValueError, IndexError):
+                pass
+    candidates += ["cc", "gcc", "clang"]
+    for name in candidates:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: the machine and the first CPU's model and feature flags."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            first = f.read().split("\n\n")[0].splitlines()
+    except OSError:
+        first = []
+    keep = [ln.strip() for ln in first if ln.startswith(("flags", "Features", "model name"))]
+    return "|".join([platform.machine(), *keep])
+
+
+def _library_path() -> Path:
+    """Where the build of this source, with these flags, for this CPU lives in the cache."""
+    h = hashlib.sha256()
+    h.update(_SOURCE.read_bytes())
+    h.update(repr((_BASE_FLAGS, _FLAG_SETS)).encode())
+    h.update(_cpu_id().encode())
+    return cache_dir() / f"cpu_neuron-{h.hexdigest()[:20]}.so"
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    i64, f32, ptr, c_int = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes.c_int
+    lib.snn_neuron_f32.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, c_int, c_int,
+                                   c_int, f32, f32, f32, f32, f32, i64, c_int]
+    lib.snn_neuron_f32.restype = c_int
+    lib.snn_block_size.restype = c_int
+    lib.snn_has_openmp.restype = c_int
+    return lib
+
+
+def _build(cc: str, target: Path) -> ctypes.CDLL:
+    """Compile the source into ``target`` (atomically) and load it; raise KernelError on failure."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise KernelError(f"cannot create the kernel cache directory {target.parent} ({e}); "
+                          "set SNNCOMPILE_CACHE to a writable directory") from None
+    errors = []
+    for extra in _FLAG_SETS:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-cpu_neuron-", suffix=".so", dir=target.parent)
+        os.close(fd)
+        cmd = [cc, *_BASE_FLAGS, *extra, str(_SOURCE), "-o", tmp]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            if proc.returncode != 0:
+                errors.append(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-400:]}")
+                continue
+            lib = _bind(ctypes.CDLL(tmp))
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, target)  # atomic: readers see the old file or the whole new one
+            return lib
+        except (OSError, subprocess.SubprocessError, AttributeError) as e:
+            errors.append(f"`{' '.join(cmd)}`: {e}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise KernelError("building the CPU neuron kernel failed (check the compiler works, or set "
+                      "CC to another one): " + " | ".join(errors)[-1500:])
+
+
+def load_library() -> ctypes.CDLL | None:
+    """Return the compiled kernel (building it on first use), or None if it cannot be built.
+
+    The reason for a failure is kept (see ``kernel_info``) and reported once by ``run_cpu``.
+    """
+    with _lock:
+        if _state["lib"] is not None or _state["error"] is not None:
+            return _state["lib"]
+        try:
+            target = _library_path()
+            lib = None
+            if target.exists():
+                try:
+                    lib = _bind(ctypes.CDLL(str(target)))
+                except (OSError, AttributeError):
+                    lib = None  # damaged or foreign file: rebuild it
+            if lib is None:
+                cc = find_compiler()
+                if cc is None:
+                    raise KernelError("no C compiler found: install gcc or clang, or set CC")
+                lib = _build(cc, target)
+            _state["lib"], _state["path"] = lib, target
+        except KernelError as e:
+            _state["error"] = str(e)
+        except OSError as e:  # an unwritable cache directory, a missing source file ...
+            _state["error"] = (f"{e}; check that SNNCOMPILE_CACHE is writable and that "
+                               "snncompile/kernels/cpu_neuron.c is installed")
+        return _state["lib"]
+
+
+def cpu_kernel_available() -> bool:
+    """True when the fused kernel is loaded or can be built here (builds it on first call)."""
+    return load_library() is not None
+
+
+def kernel_info() -> dict:
+    """Describe the kernel: ``available``, ``path``, ``block``, ``openmp`` and ``error``."""
+    lib = load_library()
+    if lib is None:
+        return {"available": False, "path": None, "block": None, "openmp": False,
+                "error": _state["error"]}
+    return {"available": True, "path": str(_state["path"]), "block": lib.snn_block_size(),
+            "openmp": bool(lib.snn_has_openmp()), "error": None}
+
+
+def _warn_fallback() -> None:
+    with _lock:
+        if _state["warned"]:
+            return
+        _state["warned"] = True
+    warnings.warn(
+        f"snncompile: the fused CPU neuron kernel is unavailable ({_state['error']}); running the "
+        "slower torch reference instead. Fix the cause, or pick backend='torch' to silence this.",
+        RuntimeWarning, stacklevel=3)
+
+
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
+
+
+def _into(out: torch.Tensor | None, spikes: torch.Tensor) -> torch.Tensor:
+    if out is None or spikes is out:
+        return spikes
+    return out.copy_(spikes)
+
+
+def run_cpu(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None = None,
+            v: torch.Tensor | None = None, *, out: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run one neuron layer over T steps with the fused C kernel; same contract as the reference.
+
+    ``x`` is ``[T, N, ...]`` (sequence) or ``[N, ...]`` with ``T`` (static input, read once),
+    ``threshold`` a scalar or one value per channel (dim 1 of a step), ``v`` the initial membrane
+    (fp32, one step's shape) or None for ``v_init * threshold``. Returns ``(spikes [T, N, ...] in
+    x's dtype, final v fp32)``, equal to ``neuron_reference``. ``out`` (contiguous, x's dtype,
+    ``[T, N, ...]``) receives the spikes and is returned: it saves allocating the output, whose
+    first touch (page faults) can cost more than the kernel. Runs the reference instead when
+    autograd needs a graph or ``v`` is not fp32, and (with one warning) when no kernel builds.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise KernelError(f"the CPU neuron kernel needs a torch.Tensor input, got {type(x).__name__}")
+    for name, t in (("x", x), ("the initial membrane v", v), ("out", out)):
+        if t is not None and t.device.type != "cpu":
+            raise KernelError(f"the CPU neuron kernel got {name} on {t.device}; move it to the CPU "
+                              "or use backend='cupy' for CUDA tensors")
+    if _needs_grad(x, threshold, v):
+        if out is not None:
+            raise KernelError("out= is for inference; call run_cpu without out when autograd "
+                              "needs a graph (or under torch.no_grad())")
+        return neuron_reference(x, threshold, spec, T, v)
+    if spec.input_kind == "static":
+        if T is None:
+            raise KernelError("a static-input neuron needs T: pass the number of time steps")
+        T = int(T)
+        step_shape = tuple(x.shape)
+    else:
+        T = x.shape[0]
+        step_shape = tuple(x.shape[1:])
+    if out is not None and (tuple(out.shape) != (T,) + step_shape or out.dtype != x.dtype
+                            or not out.is_contiguous()):
+        raise KernelError(f"out must be a contiguous {x.dtype} tensor of shape {[T, *step_shape]}, "
+                          f"got {out.dtype} {list(out.shape)}; allocate it with torch.empty")
+    if v is not None and v.dtype != torch.float32:
+        s, v = neuron_reference(x, threshold, spec, T, v)  # the state would not be fp32
+        return _into(out, s), v
+    th = broadcast_threshold(threshold, step_shape).detach().to("cpu")
+    if T == 0:
+        if v is None:
+            v = torch.zeros(step_shape, dtype=torch.float32) + spec.v_init * th
+        return _into(out, x.new_zeros((0,) + step_shape)), v
+    if v is not None and tuple(v.shape) != step_shape:
+        try:
+            v = v.expand(step_shape)
+        except RuntimeError:
+            raise KernelError(f"the initial membrane v has shape {list(v.shape)} but one step has "
+                              f"shape {list(step_shape)}; pass v with the step's shape") from None
+    M = 1
+    for d in step_shape:
+        M *= d
+    if M == 0:
+        v = torch.zeros(step_shape, dtype=torch.float32) + spec.v_init * th if v is None else v
+        return _into(out, x.new_zeros((T,) + step_shape)), v.clone()
+    lib = load_library()
+    if lib is None:
+        _warn_fallback()
+        s, v = neuron_reference(x, threshold, spec, T, v)
+        return _into(out, s), v
+
+    xf = x.detach()
+    if xf.dtype != torch.float32:
+        xf = xf.float()  # the kernel's I/O is float32: convert here (one extra pass)
+    xf = xf.contiguous()
+    theta = th.reshape(-1).contiguous()
+    n_theta, inner = theta.numel(), 1
+    if n_theta > 1:
+        for d in step_shape[2:]:
+            inner *= d
+    v_in = None if v is None else v.detach().contiguous()
+    if out is not None and x.dtype == torch.float32:
+        spikes = out
+    else:
+        spikes = torch.empty((T,) + step_shape, dtype=torch.float32)
+    v_out = torch.empty(step_shape, dtype=torch.float32)
+    kind = _KINDS["if" if spec.kind == "if" else spec.form]
+    rc = lib.snn_neuron_f32(
+        xf.data_ptr(), spikes.data_ptr(), None if v_in is None else v_in.data_ptr(),
+        v_out.data_ptr(), theta.data_ptr(), n_theta, inner, M, T,
+        int(spec.input_kind == "static"), kind, _RESETS[spec.reset], float(spec.v_init),
+        float(spec.v_reset), float(spec.tau), float(spec.beta), float(spec.v_rest),
+        int(BLOCK), max(1, torch.get_num_threads()))
+    if rc == -4:
+        raise KernelError("the CPU neuron kernel ran out of memory for its per-thread state; "
+                          "set snncompile.kernels.cpu.BLOCK lower or use fewer threads")
+    if rc != 0:
+        raise KernelError(f"the CPU neuron kernel rejected its arguments (code {rc}); this is a "
+                          "bug in snncompile: please report it with the spec and shapes")
+    if x.dtype != torch.float32:
+        spikes = spikes.to(x.dtype)
+    return _into(out, spikes), v_out
