@@ -10,8 +10,10 @@ from . import (  # noqa: F401  (importing registers each pass)
     normalize,
     readout,
     relu_to_if,
+    spike_maxpool,
     swap_maxpool_relu,
 )
 
 __all__ = ["avgpool_to_sumpool", "canonicalize", "encode_input", "fold_batchnorm", "hoist_static",
-           "normalize", "readout", "relu_to_if", "swap_maxpool_relu"]
+           "normalize", "readout", "relu_to_if", "spike_maxpool",
+           "swap_maxpool_relu"]

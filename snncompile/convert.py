@@ -25,7 +25,7 @@ def conversion_pipeline(*, mode: str = "percentile", p: float = 99.9, granularit
         get_pass("canonicalize"),
         # BN folds into its conv before any weight is rescaled
         get_pass("fold-batchnorm"),
-        # max pool before the ReLU: exact for the ANN, and the neuron then sees pooled current
+        # max pool before the ReLU where the current is static: exact, and the neuron sees it
         get_pass("swap-maxpool-relu"),
         # avgpool -> sum pooling; its 1/k^2 moves into the next layer's weights
         get_pass("avgpool-to-sumpool"),
@@ -33,6 +33,8 @@ def conversion_pipeline(*, mode: str = "percentile", p: float = 99.9, granularit
         get_pass("normalize", mode=mode, p=p, granularity=granularity, scale=scale),
         # every ReLU -> soft-reset IF neuron, threshold 1 (weights now carry the scales)
         get_pass("relu-to-if", v_init=v_init),
+        # the other max pools now read spikes: gate them by spike counts so their rates converge
+        get_pass("spike-maxpool"),
         # the input becomes T steps; then the last layer integrates instead of spiking
         get_pass("encode-input", method=encoding),
         get_pass("readout"),

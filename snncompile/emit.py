@@ -17,6 +17,7 @@ from .errors import ConfigError
 from .ir import Graph, Node
 from .neurons import NeuronSpec, SpikingNeuron
 from .ops import NEURON_OPS, get_op
+from .spike_pool import SpikeMaxPool2d
 
 __all__ = ["emit", "run_graph", "neuron_spec", "is_temporal"]
 
@@ -98,6 +99,9 @@ def emit(graph: Graph, *, backend: str = "torch") -> fx.GraphModule:
         base = _base_name(node, taken)
         if node.op in NEURON_OPS:
             root.add_module(base, SpikingNeuron(neuron_spec(node), node.params["threshold"], backend))
+            fxn = g.create_node("call_module", base, (args[0], T), {}, name=base)
+        elif node.op == "spike_maxpool2d":
+            root.add_module(base, SpikeMaxPool2d(**node.attrs))
             fxn = g.create_node("call_module", base, (args[0], T), {}, name=base)
         elif node.op == "opaque":
             root.add_module(base, _OpaqueModule(node.attrs["target"]))

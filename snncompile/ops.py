@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from . import functional as SF
 from .errors import ConfigError
 
-__all__ = ["REQUIRED", "OpDef", "OPS", "register_op", "get_op", "NEURON_OPS", "infer_shape"]
+__all__ = ["REQUIRED", "OpDef", "OPS", "register_op", "get_op", "NEURON_OPS", "STATEFUL_OPS", "infer_shape"]
 
 REQUIRED = object()
 
@@ -51,6 +51,7 @@ class OpDef:
 
 OPS: dict[str, OpDef] = {}
 NEURON_OPS = ("if_neuron", "lif_neuron")
+STATEFUL_OPS = NEURON_OPS + ("spike_maxpool2d",)  # emitted as modules that keep state between steps
 
 
 def register_op(op: OpDef) -> OpDef:
@@ -109,6 +110,10 @@ for _op in [
           doc="sum over each window: avgpool without its 1/k^2"),
     OpDef("maxpool2d", 1, {"kernel_size": REQUIRED, "stride": None, "padding": 0, "dilation": 1,
                            "ceil_mode": False}, target=F.max_pool2d),
+    OpDef("spike_maxpool2d", 1, {"kernel_size": REQUIRED, "stride": None, "padding": 0, "dilation": 1,
+                                 "ceil_mode": False}, target=F.max_pool2d, temporal=True,
+          bind=lambda i, a, p, T=None: ((i[0],), dict(a)),
+          doc="max pool of spike trains: each window passes the spikes of its most active neuron so far"),
     OpDef("adaptive_avgpool2d", 1, {"output_size": REQUIRED}, target=F.adaptive_avg_pool2d),
     OpDef("flatten", 1, {"start_dim": 1, "end_dim": -1}, target=SF.flatten_batch),
     OpDef("reshape", 1, {"shape": REQUIRED}, target=SF.reshape_batch, doc="per-sample shape"),

@@ -14,6 +14,7 @@ from .emit import emit
 from .errors import ConfigError
 from .ir import Graph
 from .neurons import SpikingNeuron
+from .spike_pool import SpikeMaxPool2d
 
 __all__ = ["SpikingModule"]
 
@@ -51,9 +52,12 @@ class SpikingModule(nn.Module):
         """The neuron layers by name."""
         return {k: m for k, m in self.module.named_modules() if isinstance(m, SpikingNeuron)}
 
+    def _stateful(self):
+        return [m for m in self.module.modules() if isinstance(m, (SpikingNeuron, SpikeMaxPool2d))]
+
     def reset(self) -> None:
         """Clear membranes, spike counts and the streaming readout."""
-        for m in self.neurons().values():
+        for m in self._stateful():
             m.reset()
         self._step_sum, self._step_count = None, 0
 
@@ -73,8 +77,11 @@ class SpikingModule(nn.Module):
         return torch.cat(outs, dim=1)
 
     def _reset_membranes(self) -> None:
-        for m in self.neurons().values():
-            m.v = None
+        for m in self._stateful():
+            if isinstance(m, SpikingNeuron):
+                m.v = None
+            else:
+                m.reset()
 
     def forward(self, x: torch.Tensor, T: int | None = None, return_all_steps: bool = False) -> torch.Tensor:
         """Run T steps on ``x`` [N, ...]; the readout averaged over T ``[N, ...]``, or with

@@ -158,6 +158,7 @@ def _ptr(t: torch.Tensor | None) -> int:
 
 
 def _vectorised(vec: int, N: int, tensors) -> bool:
+    """16-byte accesses are safe: every step starts aligned and every thread has ``vec`` neurons."""
     return N % vec == 0 and all(t is None or t.data_ptr() % 16 == 0 for t in tensors)
 
 
@@ -194,7 +195,7 @@ def forward(x, theta, v, spec, lay: Layout, train: bool = False, h_dtype=torch.f
     args = (x.data_ptr(), theta.data_ptr(), _ptr(v), spikes.data_ptr(), v_out.data_ptr(), _ptr(h),
             np.int64(lay.N), np.int32(lay.T), np.int64(lay.inner), np.int32(lay.C), np.int32(vec),
             *_params(spec))
-    _launch(kernel, x.device, lay.N // ks.vec if vec else lay.N, args)
+    _launch(kernel, x.device, -(-lay.N // ks.vec), args)
     return spikes, v_out, h
 
 
@@ -236,7 +237,7 @@ def backward(grad_spikes, grad_v, h, theta, spec, lay: Layout, x_dtype, has_v: b
                 np.int64(lay.N), np.int32(lay.T), np.int64(lay.inner), np.int32(lay.C),
                 np.int32(vec), np.int32(has_v), *_params(spec), np.float32(_alpha(spec)),
                 np.int32(spec.detach_reset))
-        _launch(kernel, dev, lay.N // ks.vec if vec else lay.N, args)
+        _launch(kernel, dev, -(-lay.N // ks.vec), args)
     return gx, gv, None if gth is None else reduce_theta_grad(gth, lay)
 
 

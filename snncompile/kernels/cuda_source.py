@@ -1,40 +1,28 @@
 """CUDA C++ source of the neuron kernels: one template per neuron family, specialised by text.
 
-A :class:`Specialisation` names one kernel (family and LIF form, I/O dtype, threshold kind, input
-kind, reset, mode; for training also the surrogate and the dtype of the saved ``h``);
-``render_source(spec)`` returns its complete CUDA source and ``list_specialisations()`` all of
-them. Print one to read what runs::
+A :class:`Specialisation` names one kernel: family (IF, LIF in SpikingJelly or snnTorch form), I/O
+dtype (fp32, fp16, bf16; state and arithmetic always fp32), threshold (scalar / per channel),
+input (sequence [T, N, ...] / static [N, ...] read once), reset (subtract / to value) and mode
+(``infer``: spikes + final v; ``train``: also saves h; ``backward``: BPTT with a surrogate).
+``render_source(spec)`` is its complete source, ``list_specialisations()`` lists them all::
 
     from snncompile.kernels.cuda_source import Specialisation, render_source
-    print(render_source(Specialisation("lif", "snntorch", "float16", mode="backward",
-                                       surrogate="atan")))
+    print(render_source(Specialisation("lif", "snntorch", "float16", mode="backward", surrogate="atan")))
 
-Each source defines one ``extern "C"`` kernel named ``spec.kernel_name``, one thread per neuron
-(or per ``vec`` neighbouring neurons when the launcher finds 16-byte alignment), the whole T loop
-in registers. Its helpers live in their own namespace, so several sources may share one file.
-
-* forward (``mode`` "infer" or "train")::
-
-    (const io_t* x, const float* theta, const float* v_in /*or 0*/, io_t* spikes, float* v_out,
-     h_t* h /*train: [T, N] out, infer: 0*/, long long N, int T, long long inner, int C,
-     int vectorised, float v_init, float v_reset, float inv_tau, float beta, float v_rest)
-
-* backward (BPTT, T loop in reverse)::
-
-    (const io_t* grad_spikes /*or 0*/, const float* grad_v_out /*or 0*/, const h_t* h,
-     const float* theta, io_t* grad_x /*or 0*/, float* grad_v_in /*or 0*/,
-     float* grad_theta /*or 0: per-neuron partial sums, reduced by the caller*/, long long N,
-     int T, long long inner, int C, int vectorised, int has_v_in, float v_init, float v_reset,
-     float inv_tau, float beta, float v_rest, float alpha, int detach_reset)
-
-``N`` is the neuron count of one step, ``C`` the channel count (dim 1 of a step) and ``inner``
-the product of the dims after it: neuron ``i`` has threshold ``theta[(i / inner) % C]``.
-Training saves ``h = v - theta`` before each spike with the spike in its sign bit (+ = spike), so
-rounding ``h`` to fp16/bf16 never changes which steps spiked. Any gradient output may be a null
-pointer and is then skipped (omitted); ``detach_reset`` is a runtime flag.
+Each source has one ``extern "C"`` kernel, ``spec.kernel_name`` (its signature is in the source):
+a thread runs ``spec.vec`` neighbouring neurons (one 16-byte access of the I/O dtype, or element
+by element when the launcher finds the tensors unaligned) through the whole T loop, state in
+registers. Neuron ``i`` of a step has threshold ``theta[(i / inner) % C]`` (C = dim 1 of a step,
+inner = product of the dims after it). Training saves ``h = v - theta`` before each spike with the
+spike in its sign bit, so rounding h to fp16/bf16 never changes which steps spiked. A gradient
+output passed as a null pointer is omitted (not computed); ``grad_theta`` gets per-neuron partial
+sums for the caller to reduce. Each source keeps its helpers in its own namespace, so sources
+concatenate into one file. Only ``<cuda_fp16.h>`` is included (CuPy bundles it for NVRTC); bf16
+is converted by hand (``bf16_t``, round to nearest even like torch).
 """
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from string import Template
@@ -51,13 +39,13 @@ MODES = ("infer", "train", "backward")
 
 _TYPES = {
     "float32": "",
-    "float16": r"""__host__ __device__ __forceinline__ float to_f32(__half a) { return __half2float(a); }
-template <> __host__ __device__ __forceinline__ __half from_f32<__half>(float a) { return __float2half_rn(a); }
+    "float16": r"""SNN_HD float to_f32(__half a) { return __half2float(a); }
+template <> SNN_HD __half from_f32<__half>(float a) { return __float2half_rn(a); }
 """,
     # bfloat16 by hand: NVRTC under CuPy has no <cuda_bf16.h>. Round to nearest even like torch.
     "bfloat16": r"""struct alignas(2) bf16_t { unsigned short bits; };
-__host__ __device__ __forceinline__ float to_f32(bf16_t a) { return bits_f32((unsigned)a.bits << 16); }
-template <> __host__ __device__ __forceinline__ bf16_t from_f32<bf16_t>(float a) {
+SNN_HD float to_f32(bf16_t a) { return bits_f32((unsigned)a.bits << 16); }
+template <> SNN_HD bf16_t from_f32<bf16_t>(float a) {
   const unsigned u = f32_bits(a);
   bf16_t r;
   r.bits = (u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0 : (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
@@ -248,13 +236,13 @@ TEMPLATES = {"if": _PRELUDE + _IF_DYNAMICS + "${KERNEL}", "lif": _PRELUDE + _LIF
 
 @dataclass(frozen=True)
 class Specialisation:
-    """One compiled kernel; the cache key of the launcher.
+    """One compiled kernel, and the launcher's cache key.
 
-    family: "if" | "lif"; form: "none" for IF, "spikingjelly" | "snntorch" for LIF; dtype: I/O
-    dtype "float32" | "float16" | "bfloat16"; threshold: "scalar" | "channel"; input_kind:
-    "sequence" | "static"; reset: "subtract" | "value"; mode: "infer" | "train" | "backward";
-    surrogate: a registered surrogate name (backward only); h_dtype: dtype of the saved
-    ``h`` ("float32" or ``dtype``; train and backward only, default "float32").
+    family "if" | "lif"; form "none" (IF) | "spikingjelly" | "snntorch"; dtype (of x and the
+    spikes) "float32" | "float16" | "bfloat16"; threshold "scalar" | "channel"; input_kind
+    "sequence" | "static"; reset "subtract" | "value"; mode "infer" | "train" | "backward";
+    surrogate: a registered name (backward only); h_dtype: dtype of the saved h, "float32" or
+    ``dtype`` (train and backward; defaults to "float32").
     """
 
     family: str = "if"
@@ -270,30 +258,30 @@ class Specialisation:
     def __post_init__(self):
         if self.mode != "infer" and self.h_dtype is None:
             object.__setattr__(self, "h_dtype", "float32")
-        ok = (self.family in FORMS and self.form in FORMS[self.family] and self.dtype in DTYPES
+        ok = (self.form in FORMS.get(self.family, ()) and self.dtype in DTYPES
               and self.threshold in ("scalar", "channel") and self.input_kind in ("sequence", "static")
               and self.reset in ("subtract", "value") and self.mode in MODES
               and (self.surrogate is not None) == (self.mode == "backward")
               and (self.h_dtype is None) == (self.mode == "infer")
               and self.h_dtype in (None, "float32", self.dtype))
         if not ok:
-            raise KernelError(f"invalid kernel specialisation {self!r}; see "
-                              "snncompile.kernels.cuda_source.list_specialisations() for valid ones")
+            raise KernelError(f"invalid kernel specialisation {self!r}; valid ones are listed by "
+                              "snncompile.kernels.cuda_source.list_specialisations()")
         if self.surrogate is not None:
             get_surrogate(self.surrogate)
 
     @property
     def vec(self) -> int:
-        """Neurons per thread on the vectorised path (16-byte loads of the I/O dtype)."""
+        """Neurons per thread (one 16-byte access of the I/O dtype)."""
         return DTYPES[self.dtype][1]
 
     @property
     def kernel_name(self) -> str:
-        """The C name of the kernel, unique per specialisation."""
-        fam = {"none": "if", "spikingjelly": "lifsj", "snntorch": "lifst"}[self.form]
+        """The kernel's C name, unique per specialisation."""
         short = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
-        parts = [fam, short[self.dtype], "chan" if self.threshold == "channel" else "scal",
-                 self.input_kind[:3], "sub" if self.reset == "subtract" else "val", self.mode]
+        parts = [{"none": "if", "spikingjelly": "lifsj", "snntorch": "lifst"}[self.form],
+                 short[self.dtype], "chan" if self.threshold == "channel" else "scal",
+                 self.input_kind[:3], self.reset[:3], self.mode]
         if self.surrogate is not None:
             parts.append(re.sub(r"\W", "_", self.surrogate))
         if self.h_dtype is not None:
@@ -302,7 +290,7 @@ class Specialisation:
 
     @classmethod
     def for_neuron(cls, spec, dtype, per_channel: bool, mode: str, h_dtype=None) -> "Specialisation":
-        """The specialisation that runs a ``NeuronSpec`` on ``dtype`` (a torch dtype or its name)."""
+        """The specialisation that runs a ``NeuronSpec`` on ``dtype`` (torch dtype or name)."""
         name = str(dtype).replace("torch.", "")
         h = None if mode == "infer" else str(h_dtype or "float32").replace("torch.", "")
         return cls(spec.kind, "none" if spec.kind == "if" else spec.form, name,
@@ -312,49 +300,36 @@ class Specialisation:
 
 def render_source(spec: Specialisation) -> str:
     """Return the complete CUDA C++ source of one specialisation (what NVRTC compiles)."""
-    io_t = DTYPES[spec.dtype][0]
     h_dtype = spec.h_dtype or "float32"
-    types = _TYPES[spec.dtype]
-    summary = ", ".join(f"{k}={v}" for k, v in vars(spec).items() if v is not None)
-    includes = "#include <cuda_fp16.h>\n" if "float16" in (spec.dtype, h_dtype) else ""
-    subs = dict(NAME=spec.kernel_name, SUMMARY=summary, TYPE_SUPPORT=types, IO_T=io_t,
-                INCLUDES=includes,
-                H_T=DTYPES[h_dtype][0], VEC=spec.vec, FORM=spec.form,
-                PER_CHANNEL=_b(spec.threshold == "channel"),
-                STATIC_INPUT=_b(spec.input_kind == "static"),
-                RESET_SUBTRACT=_b(spec.reset == "subtract"),
-                SNNTORCH_FORM=_b(spec.form == "snntorch"), SAVE_H=_b(spec.mode == "train"))
+    flag = lambda b: "true" if b else "false"  # noqa: E731
+    subs = dict(NAME=spec.kernel_name, VEC=spec.vec, FORM=spec.form,
+                SUMMARY=", ".join(f"{k}={v}" for k, v in vars(spec).items() if v is not None),
+                INCLUDES="#include <cuda_fp16.h>\n" if "float16" in (spec.dtype, h_dtype) else "",
+                TYPE_SUPPORT=_TYPES[spec.dtype], IO_T=DTYPES[spec.dtype][0], H_T=DTYPES[h_dtype][0],
+                PER_CHANNEL=flag(spec.threshold == "channel"), STATIC_INPUT=flag(spec.input_kind == "static"),
+                RESET_SUBTRACT=flag(spec.reset == "subtract"), SNNTORCH_FORM=flag(spec.form == "snntorch"),
+                SAVE_H=flag(spec.mode == "train"))
     if spec.mode == "backward":
         sur = get_surrogate(spec.surrogate)
         kernel = Template(_BACKWARD).substitute(subs, SURROGATE_NAME=sur.name, SURROGATE=sur.cuda)
     else:
         kernel = Template(_FORWARD).substitute(subs)
-    src = Template(TEMPLATES[spec.family]).substitute(subs, KERNEL=kernel)
-    return src.replace("\n\n\n", "\n\n")
+    return Template(TEMPLATES[spec.family]).substitute(subs, KERNEL=kernel).replace("\n\n\n", "\n\n")
 
 
 def list_specialisations(surrogates=None) -> list[Specialisation]:
-    """Every kernel: all families/forms x dtypes x thresholds x inputs x resets x modes.
+    """Every kernel: families/forms x dtypes x thresholds x inputs x resets x modes.
 
-    Training and backward come with each saved-``h`` dtype (fp32, or the I/O dtype when that
-    differs) and backward with each surrogate (default: all registered ones).
+    Train and backward come once per saved-h dtype (fp32, plus the I/O dtype when that is
+    fp16/bf16), backward once per surrogate (default: every registered one).
     """
     surrogates = sorted(SURROGATES) if surrogates is None else list(surrogates)
     out = []
-    for family, forms in FORMS.items():
-        for form in forms:
-            for dtype in DTYPES:
-                for thr in ("scalar", "channel"):
-                    for inp in ("sequence", "static"):
-                        for reset in ("subtract", "value"):
-                            base = (family, form, dtype, thr, inp, reset)
-                            out.append(Specialisation(*base, "infer"))
-                            hs = ["float32"] + ([dtype] if dtype != "float32" else [])
-                            for h in hs:
-                                out.append(Specialisation(*base, "train", None, h))
-                                out.extend(Specialisation(*base, "backward", s, h) for s in surrogates)
+    for (family, forms), dtype in itertools.product(FORMS.items(), DTYPES):
+        for base in itertools.product(forms, [dtype], ("scalar", "channel"), ("sequence", "static"),
+                                      ("subtract", "value")):
+            out.append(Specialisation(family, *base, "infer"))
+            for h in sorted({"float32", dtype}, key=lambda d: d != "float32"):
+                out.append(Specialisation(family, *base, "train", None, h))
+                out.extend(Specialisation(family, *base, "backward", sur, h) for sur in surrogates)
     return out
-
-
-def _b(flag: bool) -> str:
-    return "true" if flag else "false"

@@ -1,6 +1,7 @@
 """swap-maxpool-relu: maxpool(relu(x)) becomes relu(maxpool(x)), exactly the same ANN."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ def _net():
 def test_golden_text_relu_after_maxpool():
     model = _net()
     x = torch.randn(8, 2, 8, 8)
-    pipe = Pipeline("swap-maxpool-relu")
+    pipe = Pipeline("swap-maxpool-relu{where=all}")
     g = pipe.run(snncompile.trace(model, x), PassContext())
     assert str(g) == GOLDEN
     for r in g.find("relu"):
@@ -42,6 +43,22 @@ def test_golden_text_relu_after_maxpool():
         assert p.inputs[0].op == "conv2d"
     # the input graph is not modified
     assert "%2 = relu(%1)" in str(pipe.stage("input"))
+
+
+def test_default_swaps_only_pools_on_static_currents():
+    model = _net()
+    x = torch.randn(8, 2, 8, 8)
+    g = Pipeline("swap-maxpool-relu").run(snncompile.trace(model, x), PassContext())
+    text = str(g)
+    assert "%3 = maxpool2d(%1)" in text and "%2 = relu(%3)" in text  # first pool: input static
+    assert "%5 = relu(%4)" in text and "%6 = maxpool2d(%5)" in text  # second: reads spikes later
+    with torch.no_grad():
+        assert torch.equal(run_graph(g, x), model(x))
+
+
+def test_bad_option_is_refused():
+    with pytest.raises(snncompile.errors.ConfigError, match="where must be"):
+        Pipeline("swap-maxpool-relu{where=sometimes}").run(snncompile.trace(_net(), torch.randn(2, 2, 8, 8)))
 
 
 def test_ann_function_is_exactly_the_same():
