@@ -6,6 +6,7 @@ from . import (  # noqa: F401  (importing registers each pass)
     canonicalize,
     encode_input,
     fold_batchnorm,
+    fuse_neuron_sumpool,
     hoist_static,
     normalize,
     readout,
@@ -14,6 +15,6 @@ from . import (  # noqa: F401  (importing registers each pass)
     swap_maxpool_relu,
 )
 
-__all__ = ["avgpool_to_sumpool", "canonicalize", "encode_input", "fold_batchnorm", "hoist_static",
+__all__ = ["avgpool_to_sumpool", "canonicalize", "encode_input", "fold_batchnorm", "fuse_neuron_sumpool", "hoist_static",
            "normalize", "readout", "relu_to_if", "spike_maxpool",
            "swap_maxpool_relu"]

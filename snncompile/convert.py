@@ -40,8 +40,10 @@ def conversion_pipeline(*, mode: str = "percentile", p: float = 99.9, granularit
         get_pass("readout"),
     ]
     if hoist:
-        # last: it needs the final set of neurons and encodings to know what is static
+        # it needs the final set of neurons and encodings to know what is static
         passes.append(get_pass("hoist-static"))
+    # last: a neuron and the sum pool reading its spikes become one op (spikes never stored)
+    passes.append(get_pass("fuse-neuron-sumpool"))
     return Pipeline(passes, **instruments)
 
 

@@ -98,7 +98,8 @@ def emit(graph: Graph, *, backend: str = "torch") -> fx.GraphModule:
             continue
         base = _base_name(node, taken)
         if node.op in NEURON_OPS:
-            root.add_module(base, SpikingNeuron(neuron_spec(node), node.params["threshold"], backend))
+            root.add_module(base, SpikingNeuron(neuron_spec(node), node.params["threshold"], backend,
+                                                node.attrs.get("sumpool")))
             fxn = g.create_node("call_module", base, (args[0], T), {}, name=base)
         elif node.op == "spike_maxpool2d":
             root.add_module(base, SpikeMaxPool2d(**node.attrs))

@@ -113,14 +113,17 @@ def neuron_reference(x: torch.Tensor, theta, spec: NeuronSpec, T: int | None = N
 class SpikingNeuron(torch.nn.Module):
     """A neuron layer in the emitted module: ``forward(x, T)`` on T folded into the batch.
 
-    Takes ``[T*N, ...]`` (sequence) or ``[N, ...]`` (static input) and returns ``[T*N, ...]``.
+    Takes ``[T*N, ...]`` (sequence) or ``[N, ...]`` (static input) and returns ``[T*N, ...]``
+    spikes, or with ``sumpool=k`` their k x k window sums (the fused neuron + sum pool).
     Keeps its membrane between calls (``reset()`` clears it) so streaming ``step()`` works, and
     counts spikes for firing rates when ``record_rates`` is on.
     """
 
-    def __init__(self, spec: NeuronSpec, threshold: torch.Tensor, backend: str = "torch"):
+    def __init__(self, spec: NeuronSpec, threshold: torch.Tensor, backend: str = "torch",
+                 sumpool: int | None = None):
         super().__init__()
         self.spec = spec
+        self.sumpool = sumpool
         self.register_buffer("threshold", threshold.detach().clone().float())
         self.backend = backend
         self.v: torch.Tensor | None = None
@@ -138,7 +141,8 @@ class SpikingNeuron(torch.nn.Module):
         th = self.threshold
         th_s = f"{th.item():g}" if th.numel() == 1 else f"per-channel[{th.numel()}]"
         return f"{self.spec.kind}, threshold={th_s}, v_init={self.spec.v_init}, reset={self.spec.reset}, " \
-               f"input={self.spec.input_kind}, backend={self.backend}"
+               f"input={self.spec.input_kind}, backend={self.backend}" + \
+               (f", fused sumpool={self.sumpool}" if self.sumpool else "")
 
     def forward(self, x: torch.Tensor, T: int) -> torch.Tensor:
         from .kernels import run_neuron
@@ -152,9 +156,9 @@ class SpikingNeuron(torch.nn.Module):
         v = self.v
         if v is not None and tuple(v.shape) != tuple(xs.shape[-len(v.shape):] if v.dim() else ()):
             v = None  # batch size changed: a new stream
-        s, v = run_neuron(xs, self.threshold, self.spec, T, v, self.backend)
+        s, v = run_neuron(xs, self.threshold, self.spec, T, v, self.backend, self.sumpool)
         self.v = v.detach() if self.spec.surrogate is None else v
         if self.record_rates:
-            self.spike_count += float(s.detach().float().sum())
-            self.neuron_steps += s.numel()
+            self.spike_count += float(s.detach().float().sum())  # pooled sums keep the total
+            self.neuron_steps += T * v.numel()
         return s.reshape((-1,) + tuple(s.shape[2:]))

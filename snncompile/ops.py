@@ -91,7 +91,17 @@ def _bind_opaque(inputs, attrs, params, T=None):
 
 _conv_attrs = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}
 _neuron_attrs = {"v_init": 0.0, "reset": "subtract", "v_reset": 0.0, "input_kind": "sequence",
-                 "surrogate": None, "alpha": None, "detach_reset": False}
+                 "surrogate": None, "alpha": None, "detach_reset": False, "sumpool": None}
+
+
+def _neuron_shape(shapes, node):
+    k = node.attrs.get("sumpool")
+    s = shapes[0]
+    if not k:
+        return s
+    if s is None or len(s) != 4:
+        raise ConfigError(f"a neuron fused with sum pooling needs [N, C, H, W] input, got {s}")
+    return (s[0], s[1], s[2] // k, s[3] // k)
 
 for _op in [
     OpDef("input", 0, {"index": 0, "kind": "static"}, shape_rule=_no_shape,
@@ -123,10 +133,10 @@ for _op in [
     OpDef("scale", 1, {}, ("factor",), target=SF.scale, doc="x * factor, factor per sample-broadcast"),
     OpDef("dropout", 1, {"p": 0.5}, target=SF.identity, bind=lambda i, a, p, T=None: (tuple(i), {})),
     OpDef("identity", 1, target=SF.identity),
-    OpDef("if_neuron", 1, dict(_neuron_attrs), ("threshold",), temporal=True, shape_rule=_same_shape,
+    OpDef("if_neuron", 1, dict(_neuron_attrs), ("threshold",), temporal=True, shape_rule=_neuron_shape,
           doc="integrate-and-fire over T steps (DESIGN.md equations)"),
     OpDef("lif_neuron", 1, dict(_neuron_attrs, tau=2.0, beta=0.9, form="spikingjelly", v_rest=0.0),
-          ("threshold",), temporal=True, shape_rule=_same_shape, doc="leaky integrate-and-fire"),
+          ("threshold",), temporal=True, shape_rule=_neuron_shape, doc="leaky integrate-and-fire"),
     OpDef("encode", 1, {"method": "direct"}, target=SF.encode, temporal=True, shape_rule=_same_shape,
           doc="static input -> T steps (direct current or Poisson spikes)"),
     OpDef("repeat_time", 1, {}, target=SF.repeat_time, temporal=True, shape_rule=_same_shape),

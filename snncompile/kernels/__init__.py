@@ -7,28 +7,41 @@ reference in neurons.py), ``"cupy"`` (fused CUDA kernels, kernels/cuda_*.py) and
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import ConfigError
 
-__all__ = ["run_neuron", "BACKENDS"]
+__all__ = ["run_neuron", "sum_pool_steps", "BACKENDS"]
 
 BACKENDS = ("torch", "cupy", "cpu")
 
 
 def run_neuron(x: torch.Tensor, threshold: torch.Tensor, spec, T: int, v: torch.Tensor | None,
-               backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+               backend: str, sumpool: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run one neuron layer over T steps; returns ``(spikes [T, N, ...], final v)``.
 
     ``x`` is ``[T, N, ...]`` or, for a static-input spec, ``[N, ...]``. All backends compute
-    exactly the equations of ``snncompile.neurons`` (spikes element for element).
+    exactly the equations of ``snncompile.neurons`` (spikes element for element). With
+    ``sumpool=k`` the spikes come back summed over k x k windows (stride k): ``[T, N, C, H//k, W//k]``.
     """
-    if backend == "torch":
-        from ..neurons import neuron_reference
-        return neuron_reference(x, threshold, spec, T, v)
     if backend == "cpu":
         from .cpu import run_cpu
-        return run_cpu(x, threshold, spec, T, v)
-    if backend == "cupy":
+        return run_cpu(x, threshold, spec, T, v, sumpool=sumpool)
+    if backend == "torch":
+        from ..neurons import neuron_reference
+        s, v = neuron_reference(x, threshold, spec, T, v)
+    elif backend == "cupy":
         from .cuda_launch import run_cupy
-        return run_cupy(x, threshold, spec, T, v)
-    raise ConfigError(f"unknown neuron backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        s, v = run_cupy(x, threshold, spec, T, v)
+    else:
+        raise ConfigError(f"unknown neuron backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    return (s if sumpool is None else sum_pool_steps(s, sumpool)), v
+
+
+def sum_pool_steps(s: torch.Tensor, k: int) -> torch.Tensor:
+    """Sum [T, N, C, H, W] spikes over k x k windows with stride k (floor), keeping T and N."""
+    if s.dim() != 5:
+        raise ConfigError(f"a neuron fused with sum pooling needs steps of shape [N, C, H, W], got {list(s.shape[1:])}")
+    T, N = s.shape[:2]
+    p = F.avg_pool2d(s.reshape((T * N,) + tuple(s.shape[2:])), k, k, divisor_override=1)
+    return p.reshape((T, N) + tuple(p.shape[1:]))

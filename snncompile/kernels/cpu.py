@@ -15,6 +15,11 @@ The kernel's I/O is float32: other input dtypes are converted to float32 in Pyth
 pass) and the spikes back to the input's dtype. Results equal ``neuron_reference`` bit for bit
 (same float operations in the same order, no FMA contraction, no fast-math). Inference only:
 whenever autograd needs a graph the reference runs instead.
+
+``run_cpu(..., sumpool=k)`` fuses the neuron with the k x k, stride-k sum pool that follows it in
+converted CNNs (``avg_pool2d(..., divisor_override=1)``): one [H, W] plane at a time, the T loop
+inside, each step's spikes summed into ``[T, N, C, H//k, W//k]`` without ever writing the spike
+tensor. ``pooled_reference`` is the same thing in plain torch (and the fallback).
 """
 from __future__ import annotations
 
@@ -32,11 +37,12 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import KernelError
 from ..neurons import NeuronSpec, broadcast_threshold, neuron_reference
 
-__all__ = ["run_cpu", "cpu_kernel_available", "load_library", "kernel_info", "find_compiler",
+__all__ = ["run_cpu", "pooled_reference", "cpu_kernel_available", "load_library", "kernel_info", "find_compiler",
            "cache_dir", "reset_library_state", "BLOCK"]
 
 _SOURCE = Path(__file__).with_name("cpu_neuron.c")
@@ -114,6 +120,9 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_neuron_f32.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, c_int, c_int,
                                    c_int, f32, f32, f32, f32, f32, i64, c_int]
     lib.snn_neuron_f32.restype = c_int
+    lib.snn_neuron_sumpool_f32.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64,
+                                           c_int, c_int, c_int, f32, f32, f32, f32, f32, c_int]
+    lib.snn_neuron_sumpool_f32.restype = c_int
     lib.snn_block_size.restype = c_int
     lib.snn_has_openmp.restype = c_int
     return lib
@@ -216,9 +225,58 @@ def _into(out: torch.Tensor | None, spikes: torch.Tensor) -> torch.Tensor:
     return out.copy_(spikes)
 
 
+def _step_shape(x: torch.Tensor, spec: NeuronSpec, T: int | None) -> tuple[int, tuple[int, ...]]:
+    """``(T, one step's shape)`` of a static ``[N, ...]`` or sequence ``[T, N, ...]`` input."""
+    if spec.input_kind == "static":
+        if T is None:
+            raise KernelError("a static-input neuron needs T: pass the number of time steps")
+        return int(T), tuple(x.shape)
+    return x.shape[0], tuple(x.shape[1:])
+
+
+def _sumpool_shape(k, step_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """Check a sum-pool window against one step ``[N, C, H, W]``; return ``(k, H//k, W//k)``."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise KernelError(f"sumpool must be a positive int window size (k x k, stride k), got {k!r}")
+    if len(step_shape) != 4:
+        raise KernelError(f"sumpool={k} pools 2-D planes, so one step must have shape [N, C, H, W], "
+                          f"got {list(step_shape)} ({len(step_shape)}-D); run without sumpool "
+                          "and pool separately")
+    H, W = step_shape[2], step_shape[3]
+    if H < k or W < k:
+        raise KernelError(f"sumpool={k} needs planes of at least {k} x {k} (stride {k}, no "
+                          f"padding), got {H} x {W}")
+    return k, H // k, W // k
+
+
+def _sum_pool(s: torch.Tensor, k: int) -> torch.Tensor:
+    """Sum ``[T, N, C, H, W]`` over k x k windows, stride k, floor: ``[T, N, C, H//k, W//k]``."""
+    T, N, C, H, W = s.shape
+    if s.numel() == 0:
+        return s.new_zeros((T, N, C, H // k, W // k))
+    p = F.avg_pool2d(s.reshape(T * N, C, H, W), k, k, divisor_override=1)
+    return p.reshape(T, N, C, H // k, W // k)
+
+
+def pooled_reference(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None = None,
+                     v: torch.Tensor | None = None, *, sumpool: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused neuron + sum pool in plain torch: ``neuron_reference`` then a k x k, stride-k
+    ``avg_pool2d(..., divisor_override=1)`` of every step's spikes.
+
+    Takes the same ``x``/``threshold``/``spec``/``T``/``v`` as ``neuron_reference`` with one step
+    of shape ``[N, C, H, W]``; returns ``(window sums [T, N, C, H//k, W//k] in x's dtype, final v
+    fp32 [N, C, H, W])``. Differentiable when the spec has a surrogate.
+    """
+    _, step_shape = _step_shape(x, spec, T)
+    k, _, _ = _sumpool_shape(sumpool, step_shape)
+    s, v = neuron_reference(x, threshold, spec, T, v)
+    return _sum_pool(s, k), v
+
+
 def run_cpu(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None = None,
-            v: torch.Tensor | None = None, *, out: torch.Tensor | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+            v: torch.Tensor | None = None, *, out: torch.Tensor | None = None,
+            sumpool: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run one neuron layer over T steps with the fused C kernel; same contract as the reference.
 
     ``x`` is ``[T, N, ...]`` (sequence) or ``[N, ...]`` with ``T`` (static input, read once),
@@ -228,6 +286,11 @@ def run_cpu(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None = None,
     ``[T, N, ...]``) receives the spikes and is returned: it saves allocating the output, whose
     first touch (page faults) can cost more than the kernel. Runs the reference instead when
     autograd needs a graph or ``v`` is not fp32, and (with one warning) when no kernel builds.
+
+    ``sumpool=k`` (steps must be ``[N, C, H, W]``, H and W at least k) returns instead of the
+    spikes their k x k window sums with stride k, ``[T, N, C, H//k, W//k]`` in x's dtype (rows and
+    columns that fill no window are dropped from the output but still simulated: v covers every
+    neuron), equal to ``pooled_reference``; ``out`` then has that shape.
     """
     if not isinstance(x, torch.Tensor):
         raise KernelError(f"the CPU neuron kernel needs a torch.Tensor input, got {type(x).__name__}")
@@ -235,6 +298,8 @@ def run_cpu(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None = None,
         if t is not None and t.device.type != "cpu":
             raise KernelError(f"the CPU neuron kernel got {name} on {t.device}; move it to the CPU "
                               "or use backend='cupy' for CUDA tensors")
+    if sumpool is not None:
+        return _run_cpu_sumpool(x, threshold, spec, T, v, out, sumpool)
     if _needs_grad(x, threshold, v):
         if out is not None:
             raise KernelError("out= is for inference; call run_cpu without out when autograd "
@@ -309,3 +374,70 @@ def run_cpu(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None = None,
     if x.dtype != torch.float32:
         spikes = spikes.to(x.dtype)
     return _into(out, spikes), v_out
+
+
+def _run_cpu_sumpool(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None,
+                     v: torch.Tensor | None, out: torch.Tensor | None, sumpool
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``run_cpu(..., sumpool=k)``: the neuron fused with a k x k, stride-k sum pool."""
+    T, step_shape = _step_shape(x, spec, T)
+    k, Ho, Wo = _sumpool_shape(sumpool, step_shape)
+    N, C, H, W = step_shape
+    out_shape = (T, N, C, Ho, Wo)
+    if _needs_grad(x, threshold, v):
+        if out is not None:
+            raise KernelError("out= is for inference; call run_cpu without out when autograd "
+                              "needs a graph (or under torch.no_grad())")
+        return pooled_reference(x, threshold, spec, T, v, sumpool=k)
+    if out is not None and (tuple(out.shape) != out_shape or out.dtype != x.dtype
+                            or not out.is_contiguous()):
+        raise KernelError(f"out must be a contiguous {x.dtype} tensor of shape {list(out_shape)} "
+                          f"(the {k} x {k} window sums), got {out.dtype} {list(out.shape)}; "
+                          "allocate it with torch.empty")
+    if v is not None and v.dtype != torch.float32:
+        p, v = pooled_reference(x, threshold, spec, T, v, sumpool=k)  # the state would not be fp32
+        return _into(out, p), v
+    th = broadcast_threshold(threshold, step_shape).detach().to("cpu")
+    if v is not None and tuple(v.shape) != step_shape:
+        try:
+            v = v.expand(step_shape)
+        except RuntimeError:
+            raise KernelError(f"the initial membrane v has shape {list(v.shape)} but one step has "
+                              f"shape {list(step_shape)}; pass v with the step's shape") from None
+    if T == 0 or N * C == 0:
+        if v is None:
+            v = torch.zeros(step_shape, dtype=torch.float32) + spec.v_init * th
+        return _into(out, x.new_zeros(out_shape)), (v if T == 0 else v.clone())
+    lib = load_library()
+    if lib is None:
+        _warn_fallback()
+        p, v = pooled_reference(x, threshold, spec, T, v, sumpool=k)
+        return _into(out, p), v
+
+    xf = x.detach()
+    if xf.dtype != torch.float32:
+        xf = xf.float()  # the kernel's I/O is float32: convert here (one extra pass)
+    xf = xf.contiguous()
+    theta = th.reshape(-1).contiguous()
+    v_in = None if v is None else v.detach().contiguous()
+    if out is not None and x.dtype == torch.float32:
+        pooled = out
+    else:
+        pooled = torch.empty(out_shape, dtype=torch.float32)
+    v_out = torch.empty(step_shape, dtype=torch.float32)
+    kind = _KINDS["if" if spec.kind == "if" else spec.form]
+    rc = lib.snn_neuron_sumpool_f32(
+        xf.data_ptr(), pooled.data_ptr(), None if v_in is None else v_in.data_ptr(),
+        v_out.data_ptr(), theta.data_ptr(), theta.numel(), N * C, H, W, k, T,
+        int(spec.input_kind == "static"), kind, _RESETS[spec.reset], float(spec.v_init),
+        float(spec.v_reset), float(spec.tau), float(spec.beta), float(spec.v_rest),
+        max(1, torch.get_num_threads()))
+    if rc == -4:
+        raise KernelError("the CPU neuron kernel ran out of memory for its per-thread state "
+                          f"({H} x {W} planes); use fewer threads")
+    if rc != 0:
+        raise KernelError(f"the CPU neuron + sum pool kernel rejected its arguments (code {rc}); "
+                          "this is a bug in snncompile: please report it with the spec and shapes")
+    if x.dtype != torch.float32:
+        pooled = pooled.to(x.dtype)
+    return _into(out, pooled), v_out

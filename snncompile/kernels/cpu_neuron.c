@@ -16,6 +16,15 @@
  * spikes is [T, M], v_in / v_out are [M] (v_in may be NULL: v starts at 0 + v_init * theta).
  * theta has n_theta values; neuron i uses theta[(i / inner) % n_theta] (per channel: n_theta = C
  * and inner = the size of one channel plane; scalar: n_theta = inner = 1).
+ *
+ * Fused neuron + 2-D sum pool (snn_neuron_sumpool_f32): the step is [P = N*C planes, H, W] and
+ * what comes out is not the spikes but their k x k window sums (stride k, padding 0, floor:
+ * trailing rows/columns that fill no window are simulated but not pooled), [T, P, H/k, W/k].
+ * One plane at a time: its H*W membranes live in a per-thread array (L1), and for each step the
+ * plane is updated (the same vectorised loop, the plane's threshold a constant) into a spike
+ * array that is then pooled straight into out[t, p]. The spike tensor is never written.
+ * Sums of up to k*k zeros and ones are exact in fp32 in any order, so the result equals
+ * avg_pool2d(spikes, k, k, divisor_override=1) of the reference's spikes.
  */
 #define _DEFAULT_SOURCE /* madvise, posix_memalign */
 #include <stddef.h>
@@ -126,6 +135,134 @@ static const snn_block_fn SNN_TABLE[3][2][2] = {
     {{blk_st_sub_seq, blk_st_sub_sta}, {blk_st_val_seq, blk_st_val_sta}},
 };
 
+/* ---------------------------------------------------------------------------------------- */
+/* Fused neuron + k x k sum pool (stride k), one plane of H*W neurons at a time.              */
+
+/* Sum the k x k windows of one plane's spikes s [H, W] into o [H/k, W/k]; vs is scratch of
+ * (H/k) * (W/k) * k floats. Two passes, each a long vectorisable loop: the k rows of each window
+ * row are summed into vs [H/k, (W/k) * k] (the columns that fill no window are skipped, so vs is
+ * dense), then each run of k consecutive vs values is summed into o, flat over the whole plane.
+ * K is a compile-time window size (2, 3) or 0 for "use k". */
+static inline __attribute__((always_inline)) void
+snn_pool_plane(const float *restrict s, float *restrict o, int64_t H, int64_t W, int64_t k,
+               float *restrict vs, const int K)
+{
+    if (K) k = K;
+    const int64_t Ho = H / k, Wo = W / k, Wk = Wo * k;
+    for (int64_t oh = 0; oh < Ho; oh++) {
+        const float *restrict r = s + oh * k * W;
+        float *restrict q = vs + oh * Wk;
+        if (K == 2) {
+            for (int64_t w = 0; w < Wk; w++) q[w] = r[w] + r[W + w];
+        } else if (K == 3) {
+            for (int64_t w = 0; w < Wk; w++) q[w] = r[w] + r[W + w] + r[2 * W + w];
+        } else {
+            for (int64_t w = 0; w < Wk; w++) q[w] = r[w];
+            for (int64_t i = 1; i < k; i++) {
+                const float *restrict ri = r + i * W;
+                for (int64_t w = 0; w < Wk; w++) q[w] += ri[w];
+            }
+        }
+    }
+    const int64_t n_out = Ho * Wo;
+    if (K == 2) {
+        for (int64_t j = 0; j < n_out; j++) o[j] = vs[2 * j] + vs[2 * j + 1];
+    } else if (K == 3) {
+        for (int64_t j = 0; j < n_out; j++) o[j] = vs[3 * j] + vs[3 * j + 1] + vs[3 * j + 2];
+    } else {
+        for (int64_t j = 0; j < n_out; j++) {
+            const float *restrict q = vs + j * k;
+            float acc = q[0];
+            for (int64_t i = 1; i < k; i++) acc += q[i];
+            o[j] = acc;
+        }
+    }
+}
+
+/* Plane p (of P) over all T steps: x is [T, P, H, W] (or [P, H, W] static), out [T, P, Ho, Wo];
+ * v, sp and rs are H*W-float scratch arrays. */
+static inline __attribute__((always_inline)) void
+snn_pool_block(const float *restrict x, float *restrict out, const float *restrict v_in,
+               float *restrict v_out, float th, int64_t P, int64_t H, int64_t W, int64_t k,
+               int64_t T, int64_t p, snn_params prm, float *restrict v, float *restrict sp,
+               float *restrict rs, const int kind, const int reset, const int is_static)
+{
+    const float v_init = prm.v_init, v_reset = prm.v_reset, tau = prm.tau, beta = prm.beta;
+    const float v_rest = prm.v_rest;
+    const int64_t n = H * W, M = P * n, HoWo = (H / k) * (W / k);
+    const int64_t i0 = p * n;
+
+    if (v_in) {
+        for (int64_t j = 0; j < n; j++) v[j] = v_in[i0 + j];
+    } else {
+        const float v0 = 0.0f + v_init * th;
+        for (int64_t j = 0; j < n; j++) v[j] = v0;
+    }
+    for (int64_t t = 0; t < T; t++) {
+        const float *restrict xt = is_static ? x + i0 : x + t * M + i0;
+        for (int64_t j = 0; j < n; j++) {
+            float vv = v[j];
+            const float xv = xt[j];
+            if (kind == KIND_IF) {
+                vv = vv + xv;
+            } else if (kind == KIND_LIF_SJ) {
+                vv = vv + (xv - (vv - v_rest)) / tau;
+            } else {
+                vv = beta * vv + xv;
+            }
+            const float d = vv - th;
+            const float s = (d >= 0.0f) ? 1.0f : 0.0f;
+            if (reset == RESET_SUBTRACT) {
+                vv = vv - s * th;
+            } else {
+                vv = s * v_reset + (1.0f - s) * vv;
+            }
+            v[j] = vv;
+            sp[j] = s;
+        }
+        float *restrict ot = out + (t * P + p) * HoWo;
+        if (k == 2)
+            snn_pool_plane(sp, ot, H, W, k, rs, 2);
+        else if (k == 3)
+            snn_pool_plane(sp, ot, H, W, k, rs, 3);
+        else
+            snn_pool_plane(sp, ot, H, W, k, rs, 0);
+    }
+    for (int64_t j = 0; j < n; j++) v_out[i0 + j] = v[j];
+}
+
+#define SNN_POOL_ARGS                                                                            \
+    const float *restrict x, float *restrict out, const float *restrict v_in,                    \
+        float *restrict v_out, float th, int64_t P, int64_t H, int64_t W, int64_t k, int64_t T,  \
+        int64_t p, snn_params prm, float *restrict v, float *restrict sp, float *restrict rs
+#define SNN_POOL_INSTANCE(NAME, KIND, RESET, STATIC)                                             \
+    static void NAME(SNN_POOL_ARGS)                                                              \
+    {                                                                                            \
+        snn_pool_block(x, out, v_in, v_out, th, P, H, W, k, T, p, prm, v, sp, rs, KIND, RESET,   \
+                       STATIC);                                                                  \
+    }
+
+SNN_POOL_INSTANCE(pool_if_sub_seq, KIND_IF, RESET_SUBTRACT, 0)
+SNN_POOL_INSTANCE(pool_if_sub_sta, KIND_IF, RESET_SUBTRACT, 1)
+SNN_POOL_INSTANCE(pool_if_val_seq, KIND_IF, RESET_VALUE, 0)
+SNN_POOL_INSTANCE(pool_if_val_sta, KIND_IF, RESET_VALUE, 1)
+SNN_POOL_INSTANCE(pool_sj_sub_seq, KIND_LIF_SJ, RESET_SUBTRACT, 0)
+SNN_POOL_INSTANCE(pool_sj_sub_sta, KIND_LIF_SJ, RESET_SUBTRACT, 1)
+SNN_POOL_INSTANCE(pool_sj_val_seq, KIND_LIF_SJ, RESET_VALUE, 0)
+SNN_POOL_INSTANCE(pool_sj_val_sta, KIND_LIF_SJ, RESET_VALUE, 1)
+SNN_POOL_INSTANCE(pool_st_sub_seq, KIND_LIF_SNNTORCH, RESET_SUBTRACT, 0)
+SNN_POOL_INSTANCE(pool_st_sub_sta, KIND_LIF_SNNTORCH, RESET_SUBTRACT, 1)
+SNN_POOL_INSTANCE(pool_st_val_seq, KIND_LIF_SNNTORCH, RESET_VALUE, 0)
+SNN_POOL_INSTANCE(pool_st_val_sta, KIND_LIF_SNNTORCH, RESET_VALUE, 1)
+
+typedef void (*snn_pool_fn)(SNN_POOL_ARGS);
+
+static const snn_pool_fn SNN_POOL_TABLE[3][2][2] = {
+    {{pool_if_sub_seq, pool_if_sub_sta}, {pool_if_val_seq, pool_if_val_sta}},
+    {{pool_sj_sub_seq, pool_sj_sub_sta}, {pool_sj_val_seq, pool_sj_val_sta}},
+    {{pool_st_sub_seq, pool_st_sub_sta}, {pool_st_val_seq, pool_st_val_sta}},
+};
+
 /* Default block size (neurons); the Python side reports it. */
 int snn_block_size(void) { return SNN_BLOCK; }
 
@@ -204,6 +341,54 @@ int snn_neuron_f32(const float *x, float *spikes, const float *v_in, float *v_ou
             const int64_t i0 = b * blk;
             const int64_t n = (M - i0) < blk ? (M - i0) : blk;
             fn(x, spikes, v_in, v_out, theta, n_theta, inner, M, T, i0, n, p, v, th, xs);
+        }
+        free(buf);
+    }
+    return failed ? -4 : 0;
+}
+
+/* Run the neuron over T steps on P planes of H x W neurons and write the k x k window sums of
+ * each step's spikes (stride k, floor) to out [T, P, H/k, W/k]; the final membrane of every
+ * neuron (pooled or not) goes to v_out [P, H, W]. theta has n_theta values (1, or C with plane p
+ * in channel p % C). Planes are shared out over up to n_threads threads. Returns 0 on success,
+ * -1..-3 on a bad argument, -4 when out of memory. */
+int snn_neuron_sumpool_f32(const float *x, float *out, const float *v_in, float *v_out,
+                           const float *theta, int64_t n_theta, int64_t P, int64_t H, int64_t W,
+                           int64_t k, int64_t T, int is_static, int kind, int reset, float v_init,
+                           float v_reset, float tau, float beta, float v_rest, int n_threads)
+{
+    if (kind < 0 || kind > 2) return -1;
+    if (reset < 0 || reset > 1) return -2;
+    if (P < 0 || H < 1 || W < 1 || k < 1 || k > H || k > W || T < 0 || n_theta < 1) return -3;
+    if (P == 0) return 0;
+    const snn_pool_fn fn = SNN_POOL_TABLE[kind][reset][is_static ? 1 : 0];
+    const snn_params prm = {v_init, v_reset, tau, beta, v_rest};
+    const int64_t n = H * W, HoWo = (H / k) * (W / k);
+    snn_advise_hugepages(out, T * P * HoWo * (int64_t)sizeof(float));
+    int nt = n_threads < 1 ? 1 : n_threads;
+    if ((T + 1) * P * n < 65536) nt = 1; /* threads only pay off beyond ~64k neuron-steps */
+    if (nt > P) nt = (int)P;
+    const int64_t stride = (n + 15) / 16 * 16;
+    int failed = 0;
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1) reduction(| : failed)
+#endif
+    {
+        void *buf = NULL;
+        if (posix_memalign(&buf, 64, (size_t)(3 * stride) * sizeof(float)) != 0)
+            buf = NULL;
+        float *v = (float *)buf;
+        float *sp = v + stride;
+        float *rs = sp + stride;
+        failed |= (buf == NULL);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t p = 0; p < P; p++) {
+            if (buf == NULL) continue;
+            const float th = theta[n_theta == 1 ? 0 : p % n_theta];
+            fn(x, out, v_in, v_out, th, P, H, W, k, T, p, prm, v, sp, rs);
         }
         free(buf);
     }

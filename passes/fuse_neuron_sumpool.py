@@ -1,0 +1,50 @@
+"""fuse-neuron-sumpool: a neuron whose spikes only feed a k x k, stride-k sum pool does both.
+
+The spike tensor of an early layer is the largest tensor of the SNN ([T*N, C, H, W]); writing it
+and reading it back for the pool costs as much as the convolutions on a CPU. Fused, the neuron
+writes the window sums directly (``if_neuron ... sumpool=k``), which are exact integer counts.
+Requires: relu-to-if has run. Guarantees: the same values reach the pool's readers; the neuron's
+membrane evolves exactly as before. Only pools that tile the plane exactly are fused.
+"""
+from __future__ import annotations
+
+from snncompile.ir import Graph
+from snncompile.ops import NEURON_OPS
+from snncompile.pipeline import PassContext, register_pass
+
+from ._walk import single_user
+
+__all__ = ["FuseNeuronSumpool"]
+
+
+def _square(v):
+    v = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    return v[0] if v[0] == v[1] else None
+
+
+@register_pass("fuse-neuron-sumpool")
+class FuseNeuronSumpool:
+    """No options."""
+
+    def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
+        for pool in list(graph.nodes):
+            if pool.op != "sumpool2d":
+                continue
+            neuron = pool.inputs[0]
+            if neuron.op not in NEURON_OPS or single_user(graph, neuron) is not pool or neuron.attrs.get("sumpool"):
+                continue
+            k = _square(pool.attrs["kernel_size"])
+            stride = _square(pool.attrs.get("stride") or pool.attrs["kernel_size"])
+            if k is None or stride != k or any(_pad(pool.attrs.get("padding", 0))) or len(neuron.shape) != 4:
+                continue
+            if neuron.shape[2] % k or neuron.shape[3] % k:
+                continue  # a floor pool would drop spikes the firing rates still count
+            neuron.attrs["sumpool"] = k
+            neuron.meta["shape"] = pool.shape
+            neuron.meta["fused"] = f"sumpool2d %{pool.id}"
+            graph.bypass(pool)
+        return graph
+
+
+def _pad(p):
+    return tuple(p) if isinstance(p, (tuple, list)) else (p,)

@@ -1,0 +1,44 @@
+"""fuse-neuron-sumpool: the neuron writes window sums; the SNN computes exactly the same."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+import snncompile
+from snncompile import SpikingModule
+
+
+def _net(pool, flat):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), pool, nn.Conv2d(4, 4, 3), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(flat, 3)).eval()
+
+
+def test_fused_neuron_prints_sumpool_and_matches_the_unfused_snn():
+    model = _net(nn.AvgPool2d(2), 4 * 2 * 2)
+    x = torch.rand(6, 1, 10, 10)
+    snn = snncompile.compile(model, x, T=16, backend="torch")
+    text = str(snn.graph)
+    assert "sumpool2d" not in text
+    (first,) = [n for n in snn.graph.find("if_neuron") if n.attrs.get("sumpool")]
+    assert "sumpool=2" in first.format() and first.shape == (None, 4, 4, 4)
+    pipe = snncompile.conversion_pipeline().remove("fuse-neuron-sumpool")
+    unfused = snncompile.compile(model, x, T=16, backend="torch", pipeline=pipe)
+    assert "sumpool2d" in str(unfused.graph)
+    with torch.no_grad():
+        assert torch.equal(snn(x, return_all_steps=True), unfused(x, return_all_steps=True))
+    # firing rates count every neuron once per step, fused or not
+    assert snn.firing_rates(x) == unfused.firing_rates(x)
+
+
+def test_pool_with_other_stride_is_not_fused():
+    model = _net(nn.AvgPool2d(3, stride=2), 4 * 3 * 3)
+    snn = snncompile.compile(model, torch.rand(4, 1, 13, 13), T=4, backend="torch")
+    assert "sumpool2d" in str(snn.graph)
+    assert not any(n.attrs.get("sumpool") for n in snn.graph.find("if_neuron"))
+
+
+def test_pool_that_drops_rows_is_not_fused():
+    model = _net(nn.AvgPool2d(2), 4 * 2 * 2)
+    snn = snncompile.compile(model, torch.rand(4, 1, 11, 11), T=4, backend="torch")  # 9x9 planes
+    assert "sumpool2d" in str(snn.graph)
