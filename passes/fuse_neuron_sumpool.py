@@ -4,7 +4,8 @@ The spike tensor of an early layer is the largest tensor of the SNN ([T*N, C, H,
 and reading it back for the pool costs as much as the convolutions on a CPU. Fused, the neuron
 writes the window sums directly (``if_neuron ... sumpool=k``), which are exact integer counts.
 Requires: relu-to-if has run. Guarantees: the same values reach the pool's readers; the neuron's
-membrane evolves exactly as before. Only pools that tile the plane exactly are fused.
+membrane evolves exactly as before (neurons in rows a floor pool drops are still simulated;
+firing rates of a fused layer count the neurons the pool reads).
 """
 from __future__ import annotations
 
@@ -37,8 +38,6 @@ class FuseNeuronSumpool:
             stride = _square(pool.attrs.get("stride") or pool.attrs["kernel_size"])
             if k is None or stride != k or any(_pad(pool.attrs.get("padding", 0))) or len(neuron.shape) != 4:
                 continue
-            if neuron.shape[2] % k or neuron.shape[3] % k:
-                continue  # a floor pool would drop spikes the firing rates still count
             neuron.attrs["sumpool"] = k
             neuron.meta["shape"] = pool.shape
             neuron.meta["fused"] = f"sumpool2d %{pool.id}"

@@ -160,5 +160,6 @@ class SpikingNeuron(torch.nn.Module):
         self.v = v.detach() if self.spec.surrogate is None else v
         if self.record_rates:
             self.spike_count += float(s.detach().float().sum())  # pooled sums keep the total
-            self.neuron_steps += T * v.numel()
+            # fused: each output is a k x k window sum; rows a floor pool drops are not counted
+            self.neuron_steps += s.numel() * (self.sumpool or 1) ** 2
         return s.reshape((-1,) + tuple(s.shape[2:]))

@@ -38,7 +38,12 @@ def test_pool_with_other_stride_is_not_fused():
     assert not any(n.attrs.get("sumpool") for n in snn.graph.find("if_neuron"))
 
 
-def test_pool_that_drops_rows_is_not_fused():
+def test_floor_pool_is_fused_and_the_outputs_stay_exact():
     model = _net(nn.AvgPool2d(2), 4 * 2 * 2)
-    snn = snncompile.compile(model, torch.rand(4, 1, 11, 11), T=4, backend="torch")  # 9x9 planes
-    assert "sumpool2d" in str(snn.graph)
+    x = torch.rand(4, 1, 11, 11)  # 9x9 planes: the pool drops a row and a column
+    snn = snncompile.compile(model, x, T=8, backend="torch")
+    assert "sumpool2d" not in str(snn.graph)
+    pipe = snncompile.conversion_pipeline().remove("fuse-neuron-sumpool")
+    unfused = snncompile.compile(model, x, T=8, backend="torch", pipeline=pipe)
+    with torch.no_grad():
+        assert torch.equal(snn(x, return_all_steps=True), unfused(x, return_all_steps=True))
