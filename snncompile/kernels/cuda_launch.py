@@ -11,8 +11,11 @@ checks and prepares the inputs (:func:`prepare`), then runs
 Each :class:`~snncompile.kernels.cuda_source.Specialisation` is compiled once per process and
 device by NVRTC (``cupy.RawModule``, cached by :func:`get_kernel`; CuPy also keeps the binary
 on disk). Kernels run on PyTorch's current stream and read and write the tensors in place
-through their data pointers (zero copy), so they compose with torch streams and CUDA graph
-capture (run once before capturing so the compile happens outside the capture).
+through their data pointers (zero copy; outputs are allocated by torch, so its caching allocator
+and graph pools own them), so they compose with torch streams and CUDA graph capture (run once
+before capturing so the compile happens outside the capture). A thread takes ``spec.vec``
+neighbouring neurons with 16-byte loads when N is a multiple of it and every tensor is 16-byte
+aligned, element by element otherwise.
 
 Inputs: ``x`` on a CUDA device, float32, float16 or bfloat16; a non-contiguous ``x`` (or ``v``,
 or threshold) is copied by ``.contiguous()`` first. The threshold is a scalar (any tensor of one
@@ -33,8 +36,8 @@ from ..errors import KernelError
 from ..surrogate import get_surrogate
 from .cuda_source import Specialisation, render_source
 
-__all__ = ["run_cupy", "NeuronFunction", "Layout", "prepare", "layout", "get_kernel", "forward",
-           "backward", "initial_v", "reduce_theta_grad", "BLOCK", "NVRTC_OPTIONS"]
+__all__ = ["run_cupy", "NeuronFunction", "cupy_available", "Layout", "prepare", "layout", "get_kernel",
+           "forward", "backward", "initial_v", "reduce_theta_grad", "BLOCK", "NVRTC_OPTIONS"]
 
 BLOCK = 256  #: threads per block (the kernels declare __launch_bounds__(256))
 NVRTC_OPTIONS = ("-std=c++14",)
@@ -53,10 +56,19 @@ class Layout:
     C: int
 
 
+def cupy_available() -> bool:
+    """True when CuPy imports (the 'cupy' backend also needs a CUDA device)."""
+    try:
+        _cupy()
+    except KernelError:
+        return False
+    return True
+
+
 def _cupy():
     try:
         import cupy
-    except ImportError as e:
+    except Exception as e:  # ImportError, or a CuPy that does not match the CUDA runtime
         raise KernelError("the 'cupy' neuron backend needs CuPy: pip install cupy-cuda12x (or "
                           "cupy-cuda13x, matching your CUDA), or use backend='torch' or 'cpu'") from e
     return cupy
@@ -270,14 +282,15 @@ def run_cupy(x: torch.Tensor, threshold, spec, T: int | None = None, v: torch.Te
              *, h_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a neuron layer with the CUDA kernels; ``(spikes [T, N, ...] x.dtype, final v fp32)``.
 
-    Same contract as ``snncompile.neurons.neuron_reference`` (spikes element for element).
-    ``h_dtype`` is the dtype the training forward saves ``h`` in: float32 (default, exact
-    gradients) or x's dtype (half the memory traffic, surrogate evaluated at a rounded h).
-    Under ``torch.compile`` it dispatches to the ``snncompile::`` custom ops instead.
+    Same contract as ``snncompile.neurons.neuron_reference`` (spikes element for element, final
+    v to fp32 rounding). Outputs carry gradients only with a surrogate (``spec.surrogate``);
+    without one this is inference. ``h_dtype`` is the dtype the training forward saves ``h`` in:
+    float32 (default, exact gradients) or x's dtype (less memory traffic, the surrogate is
+    evaluated at a rounded h). Under ``torch.compile`` it goes through the ``snncompile::``
+    custom ops (``custom_ops.neuron``) instead, so the graph holds one opaque op.
     """
     if torch.compiler.is_compiling():
-        from .custom_ops import neuron
-        return neuron(x, threshold, spec, T, v, h_dtype=h_dtype)
+        return _custom_ops.neuron(x, threshold, spec, T, v, h_dtype=h_dtype)
     x, theta, v, lay = prepare(x, threshold, spec, T, v)
     train = (spec.surrogate is not None and torch.is_grad_enabled()
              and any(t is not None and t.requires_grad for t in (x, theta, v)))
@@ -288,3 +301,6 @@ def run_cupy(x: torch.Tensor, threshold, spec, T: int | None = None, v: torch.Te
     if h_dtype not in (torch.float32, x.dtype):
         raise KernelError(f"h_dtype must be torch.float32 or x's dtype {x.dtype}, got {h_dtype}")
     return NeuronFunction.apply(x, theta, v, spec, lay, h_dtype)
+
+
+from . import custom_ops as _custom_ops  # noqa: E402  (registers the snncompile:: ops; no CuPy)

@@ -60,10 +60,13 @@ namespace ${NAME}_impl {
 // Exact fp32 steps: PTX with .rn and no .ftz, so nothing fuses into an FMA or flushes to zero
 // (CuPy adds -ftz=true) and spikes match PyTorch's op-by-op arithmetic bit for bit.
 #ifdef __CUDA_ARCH__
-__device__ __forceinline__ float f32_add(float a, float b) { float r; asm("add.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
-__device__ __forceinline__ float f32_sub(float a, float b) { float r; asm("sub.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
-__device__ __forceinline__ float f32_mul(float a, float b) { float r; asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
-__device__ __forceinline__ bool f32_ge0(float a) { unsigned r; asm("{ .reg .pred p; setp.ge.f32 p, %1, 0f00000000; selp.u32 %0, 1, 0, p; }" : "=r"(r) : "f"(a)); return r != 0; }
+#define SNN_PTX_OP(name, op) __device__ __forceinline__ float name(float a, float b) { \
+  float r; asm(op " %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
+SNN_PTX_OP(f32_add, "add.rn.f32") SNN_PTX_OP(f32_sub, "sub.rn.f32") SNN_PTX_OP(f32_mul, "mul.rn.f32")
+__device__ __forceinline__ bool f32_ge0(float a) {  // a >= 0, IEEE (a denormal is not zero)
+  unsigned r; asm("{ .reg .pred p; setp.ge.f32 p, %1, 0f00000000; selp.u32 %0, 1, 0, p; }" : "=r"(r) : "f"(a));
+  return r != 0;
+}
 __device__ __forceinline__ unsigned f32_bits(float a) { return __float_as_uint(a); }
 __device__ __forceinline__ float bits_f32(unsigned u) { return __uint_as_float(u); }
 #else  // host build of the same source (the tests emulate the kernels on the CPU)
