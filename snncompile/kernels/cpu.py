@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import operator
 import os
 import platform
 import shlex
@@ -43,7 +44,7 @@ from ..errors import KernelError
 from ..neurons import NeuronSpec, broadcast_threshold, neuron_reference
 
 __all__ = ["run_cpu", "pooled_reference", "cpu_kernel_available", "load_library", "kernel_info", "find_compiler",
-           "cache_dir", "reset_library_state", "BLOCK"]
+           "cache_dir", "reset_library_state", "BLOCK", "POOL_GROUP"]
 
 _SOURCE = Path(__file__).with_name("cpu_neuron.c")
 # Exactness needs -ffp-contract=off (no fused multiply-add) and no -ffast-math;
@@ -57,6 +58,9 @@ _RESETS = {"subtract": 0, "value": 1}
 #: Neurons per block (the T loop runs inside a block); 0 keeps the library's default (8192).
 #: Tune per machine: the block's state (3 floats a neuron) should stay in L2.
 BLOCK: int = 0
+#: Planes per group in the fused neuron + sum pool (a thread runs the T loop over a group of
+#: consecutive [H, W] planes); 0 keeps the library's default (about 16 KiB of membrane).
+POOL_GROUP: int = 0
 
 _lock = threading.Lock()
 _state: dict = {"lib": None, "error": None, "warned": False, "path": None}
@@ -121,7 +125,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
                                    c_int, f32, f32, f32, f32, f32, i64, c_int]
     lib.snn_neuron_f32.restype = c_int
     lib.snn_neuron_sumpool_f32.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64,
-                                           c_int, c_int, c_int, f32, f32, f32, f32, f32, c_int]
+                                           c_int, c_int, c_int, f32, f32, f32, f32, f32, i64,
+                                           c_int]
     lib.snn_neuron_sumpool_f32.restype = c_int
     lib.snn_block_size.restype = c_int
     lib.snn_has_openmp.restype = c_int
@@ -236,8 +241,16 @@ def _step_shape(x: torch.Tensor, spec: NeuronSpec, T: int | None) -> tuple[int, 
 
 def _sumpool_shape(k, step_shape: tuple[int, ...]) -> tuple[int, int, int]:
     """Check a sum-pool window against one step ``[N, C, H, W]``; return ``(k, H//k, W//k)``."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise KernelError(f"sumpool must be a positive int window size (k x k, stride k), got {k!r}")
+    try:
+        if isinstance(k, bool):
+            raise TypeError
+        ki = operator.index(k)  # an int, or a numpy / torch integer
+    except TypeError:
+        ki = 0
+    if ki < 1:
+        raise KernelError(f"sumpool must be a positive int window size (k x k, stride k), got "
+                          f"{k!r}")
+    k = ki
     if len(step_shape) != 4:
         raise KernelError(f"sumpool={k} pools 2-D planes, so one step must have shape [N, C, H, W], "
                           f"got {list(step_shape)} ({len(step_shape)}-D); run without sumpool "
@@ -431,10 +444,11 @@ def _run_cpu_sumpool(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None
         v_out.data_ptr(), theta.data_ptr(), theta.numel(), N * C, H, W, k, T,
         int(spec.input_kind == "static"), kind, _RESETS[spec.reset], float(spec.v_init),
         float(spec.v_reset), float(spec.tau), float(spec.beta), float(spec.v_rest),
-        max(1, torch.get_num_threads()))
+        int(POOL_GROUP), max(1, torch.get_num_threads()))
     if rc == -4:
         raise KernelError("the CPU neuron kernel ran out of memory for its per-thread state "
-                          f"({H} x {W} planes); use fewer threads")
+                          f"({H} x {W} planes); set snncompile.kernels.cpu.POOL_GROUP lower or "
+                          "use fewer threads")
     if rc != 0:
         raise KernelError(f"the CPU neuron + sum pool kernel rejected its arguments (code {rc}); "
                           "this is a bug in snncompile: please report it with the spec and shapes")
