@@ -138,34 +138,39 @@ class ActivationStats:
             )
         if self._hist is not None:
             x = x.to(self._hist.device)
-        v = x.detach().movedim(self.channel_dim, 0).reshape(c, -1).to(torch.float32)
-        finite = torch.isfinite(v)
-        if not bool(finite.all()):
+        # [A, C, B] is a view of a contiguous batch: no transpose copy of the activations
+        cd = self.channel_dim % x.dim()
+        v = x.detach().to(torch.float32).reshape(math.prod(shape[:cd]), c, math.prod(shape[cd + 1:]))
+        cmax, cmin = v.amax(dim=(0, 2)), v.amin(dim=(0, 2))
+        if not bool(torch.isfinite(cmax).all()) or not bool(torch.isfinite(cmin).all()):
             n_nan = int(torch.isnan(v).sum())
-            n_inf = int((~finite).sum()) - n_nan
+            n_inf = int(torch.isinf(v).sum())
             raise CalibrationError(
                 f"{where}: activations of shape {shape} are non-finite ({n_nan} NaN, {n_inf} inf, "
                 f"read as float32) — fix the overflow/NaN in the model or calibration input first"
             )
-        v = v.clamp_min(0.0)
-        cmax = v.amax(dim=1)
+        cmax = cmax.clamp_min(0.0)
         new_max = max(self._max_seen, float(cmax.max()))
         if self._hist is None:
             self._hist = torch.zeros(c, self.bins, dtype=torch.int64, device=v.device)
             self._cmax, self._zeros = cmax, torch.zeros(c, dtype=torch.int64, device=v.device)
         else:
             self._cmax = torch.maximum(self._cmax, cmax)
-        self._zeros += (v == 0).sum(1)
         self._hist = _coarsen(self._hist, _ceil_log2(new_max) - self._exp)
         self._exp, self._max_seen = _ceil_log2(new_max), new_max
 
         shift = self._log2_bins - self._exp
-        work = v if abs(shift) <= _F32_SAFE_SHIFT else v.double()
-        # ceil(v / w) - 1 puts v in the right-closed bin; 0 lands at -1, clamped into bin 0.
-        idx = torch.ceil(work * math.ldexp(1.0, shift)).long().sub_(1).clamp_(0, self.bins - 1)
-        idx += torch.arange(c, device=idx.device).mul_(self.bins).unsqueeze(1)
-        self._hist += torch.bincount(idx.flatten(), minlength=c * self.bins).view(c, self.bins)
-        self.count += v.shape[1]
+        work = v.clamp_min(0.0)
+        if abs(shift) > _F32_SAFE_SHIFT:
+            work = work.double()
+        # slot ceil(v / w): exact zeros land in slot 0, (0, w] in slot 1 (bin 0), ... (right-closed)
+        idx = work.mul_(math.ldexp(1.0, shift)).ceil_().clamp_(max=self.bins).long()
+        idx += torch.arange(c, device=idx.device).mul_(self.bins + 1).view(1, c, 1)
+        counts = torch.bincount(idx.flatten(), minlength=c * (self.bins + 1)).view(c, self.bins + 1)
+        self._zeros += counts[:, 0]
+        self._hist += counts[:, 1:]
+        self._hist[:, 0] += counts[:, 0]  # zeros belong to bin 0 too; _zeros tells them apart
+        self.count += v.shape[0] * v.shape[2]
 
     def merge(self, other: ActivationStats) -> ActivationStats:
         """Add ``other``'s statistics into this object (in place) and return ``self``.
