@@ -34,7 +34,7 @@ def accuracy_by_T(snn, x: torch.Tensor, y: torch.Tensor, Ts=DEMO_TS) -> tuple[di
     return {T: 100.0 * (seq[T - 1].argmax(-1) == y).float().mean().item() for T in Ts}, secs
 
 
-def run_demo(name: str = "mnist", *, n_calib: int = 4000, Ts=DEMO_TS, backend: str = "auto",
+def run_demo(name: str = "mnist", *, n_calib: int = 1000, Ts=DEMO_TS, backend: str = "auto",
              out: TextIO | None = None, configs=CONFIGS) -> dict:
     """Print (and return) the ANN accuracy and the SNN accuracy table for a reference model."""
     from snncompile.models import get_model
