@@ -34,6 +34,9 @@ def load_model(spec: str, pretrained: bool = True):
                               "snncompile knows the example input")
         x = torch.rand((8,) + tuple(shape), generator=torch.Generator().manual_seed(0))
         return model, x, x, "random inputs (no data known for a user model)"
+    from .demo import ALIASES
+
+    spec = ALIASES.get(spec, spec)
     if spec not in MODELS:
         raise ConfigError(f"unknown model {spec!r}; known: {', '.join(MODELS)} (or path/to/file.py:factory)")
     entry = MODELS[spec]

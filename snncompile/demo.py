@@ -14,7 +14,7 @@ import torch
 
 from .convert import compile as compile_snn
 
-__all__ = ["accuracy_by_T", "run_demo", "DEMO_TS", "CONFIGS"]
+__all__ = ["accuracy_by_T", "run_demo", "DEMO_TS", "CONFIGS", "ALIASES"]
 
 DEMO_TS = (1, 2, 4, 8, 16, 32, 64, 128)
 CONFIGS = (
@@ -22,7 +22,7 @@ CONFIGS = (
     ("p99.9, layer-wise", dict(normalize="percentile", percentile=99.9, granularity="layer")),
     ("p99.9, channel-wise (default)", dict(normalize="percentile", percentile=99.9, granularity="channel")),
 )
-_ALIASES = {"mnist": "mnist_cnn", "vgg": "vgg_mnist", "resnet": "resnet20_mnist", "resnet20": "resnet20_mnist"}
+ALIASES = {"mnist": "mnist_cnn", "vgg": "vgg_mnist", "resnet": "resnet20_mnist", "resnet20": "resnet20_mnist"}
 
 
 def accuracy_by_T(snn, x: torch.Tensor, y: torch.Tensor, Ts=DEMO_TS) -> tuple[dict[int, float], float]:
@@ -40,7 +40,7 @@ def run_demo(name: str = "mnist", *, n_calib: int = 1000, Ts=DEMO_TS, backend: s
     from snncompile.models import get_model
     from snncompile.models.data import mnist_split
 
-    name = _ALIASES.get(name, name)
+    name = ALIASES.get(name, name)
     torch.manual_seed(0)
     x_tr, y_tr, x_te, y_te = mnist_split()
     model = get_model(name, pretrained=True)
