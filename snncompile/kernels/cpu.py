@@ -287,6 +287,26 @@ def pooled_reference(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None
     return _sum_pool(s, k), v
 
 
+def _expand_v(v: torch.Tensor | None, step_shape: tuple[int, ...]) -> torch.Tensor | None:
+    """The initial membrane broadcast to one step's shape, or a KernelError saying what to pass."""
+    if v is None or tuple(v.shape) == step_shape:
+        return v
+    try:
+        return v.expand(step_shape)
+    except RuntimeError:
+        raise KernelError(f"the initial membrane v has shape {list(v.shape)} but one step has "
+                          f"shape {list(step_shape)}; pass v with the step's shape") from None
+
+
+def _kernel_io(x: torch.Tensor, th: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contiguous float32 input (the kernel's I/O type: one extra pass for other dtypes) and
+    the flat threshold vector."""
+    xf = x.detach()
+    if xf.dtype != torch.float32:
+        xf = xf.float()
+    return xf.contiguous(), th.reshape(-1).contiguous()
+
+
 def run_cpu(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None = None,
             v: torch.Tensor | None = None, *, out: torch.Tensor | None = None,
             sumpool: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -338,12 +358,7 @@ def run_cpu(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None = None,
         if v is None:
             v = torch.zeros(step_shape, dtype=torch.float32) + spec.v_init * th
         return _into(out, x.new_zeros((0,) + step_shape)), v
-    if v is not None and tuple(v.shape) != step_shape:
-        try:
-            v = v.expand(step_shape)
-        except RuntimeError:
-            raise KernelError(f"the initial membrane v has shape {list(v.shape)} but one step has "
-                              f"shape {list(step_shape)}; pass v with the step's shape") from None
+    v = _expand_v(v, step_shape)
     M = 1
     for d in step_shape:
         M *= d
@@ -356,11 +371,7 @@ def run_cpu(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None = None,
         s, v = neuron_reference(x, threshold, spec, T, v)
         return _into(out, s), v
 
-    xf = x.detach()
-    if xf.dtype != torch.float32:
-        xf = xf.float()  # the kernel's I/O is float32: convert here (one extra pass)
-    xf = xf.contiguous()
-    theta = th.reshape(-1).contiguous()
+    xf, theta = _kernel_io(x, th)
     n_theta, inner = theta.numel(), 1
     if n_theta > 1:
         for d in step_shape[2:]:
@@ -411,12 +422,7 @@ def _run_cpu_sumpool(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None
         p, v = pooled_reference(x, threshold, spec, T, v, sumpool=k)  # the state would not be fp32
         return _into(out, p), v
     th = broadcast_threshold(threshold, step_shape).detach().to("cpu")
-    if v is not None and tuple(v.shape) != step_shape:
-        try:
-            v = v.expand(step_shape)
-        except RuntimeError:
-            raise KernelError(f"the initial membrane v has shape {list(v.shape)} but one step has "
-                              f"shape {list(step_shape)}; pass v with the step's shape") from None
+    v = _expand_v(v, step_shape)
     if T == 0 or N * C == 0:
         if v is None:
             v = torch.zeros(step_shape, dtype=torch.float32) + spec.v_init * th
@@ -427,11 +433,7 @@ def _run_cpu_sumpool(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None
         p, v = pooled_reference(x, threshold, spec, T, v, sumpool=k)
         return _into(out, p), v
 
-    xf = x.detach()
-    if xf.dtype != torch.float32:
-        xf = xf.float()  # the kernel's I/O is float32: convert here (one extra pass)
-    xf = xf.contiguous()
-    theta = th.reshape(-1).contiguous()
+    xf, theta = _kernel_io(x, th)
     v_in = None if v is None else v.detach().contiguous()
     if out is not None and x.dtype == torch.float32:
         pooled = out
