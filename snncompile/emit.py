@@ -18,6 +18,7 @@ from .ir import Graph, Node
 from .neurons import NeuronSpec, SpikingNeuron
 from .ops import NEURON_OPS, get_op
 from .spike_pool import SpikeMaxPool2d
+from .stateful import RecurrentModule, SynapseFilterModule
 
 __all__ = ["emit", "run_graph", "neuron_spec", "is_temporal"]
 
@@ -38,6 +39,27 @@ class _OpaqueModule(nn.Module):
 
     def extra_repr(self) -> str:
         return repr(self.call)
+
+
+class _BatchNorm(nn.Module):
+    """Batch norm over dim 1 that follows ``train()``/``eval()`` (batch statistics when training,
+    over T folded into the batch); in eval mode the same as ``F.batch_norm(training=False)``."""
+
+    def __init__(self, params: dict, eps: float, momentum: float = 0.1):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.register_buffer("running_mean", params["running_mean"].detach().clone())
+        self.register_buffer("running_var", params["running_var"].detach().clone())
+        for k in ("weight", "bias"):
+            t = params.get(k)
+            setattr(self, k, None if t is None else nn.Parameter(t.detach().clone()))
+
+    def extra_repr(self) -> str:
+        return f"{self.running_mean.numel()}, eps={self.eps:g}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                              self.training, self.momentum, self.eps)
 
 
 def neuron_spec(node: Node) -> NeuronSpec:
@@ -75,7 +97,8 @@ def emit(graph: Graph, *, backend: str = "torch") -> fx.GraphModule:
     """Build a GraphModule computing exactly what ``graph`` says.
 
     Takes a verified graph and the neuron backend ("torch", "cpu", "cupy"); returns a module
-    whose forward is ``(x0, ..., T)`` when the graph is temporal, else ``(x0, ...)``. Parameters
+    whose forward is ``(x0, ..., T)`` when the graph is temporal, else ``(x0, ...)``, in eval
+    mode (``.train()`` switches batch norm to batch statistics and turns dropout on). Parameters
     are copied, so running or training it never touches the graph's tensors. ``module.ir_names``
     maps IR node ids to fx node names (for observing activations).
     """
@@ -99,8 +122,25 @@ def emit(graph: Graph, *, backend: str = "torch") -> fx.GraphModule:
         base = _base_name(node, taken)
         if node.op in NEURON_OPS:
             root.add_module(base, SpikingNeuron(neuron_spec(node), node.params["threshold"], backend,
-                                                node.attrs.get("sumpool")))
+                                                node.attrs.get("sumpool"),
+                                                learn_threshold=bool(node.attrs.get("learn_threshold")),
+                                                learn_leak=bool(node.attrs.get("learn_leak"))))
             fxn = g.create_node("call_module", base, (args[0], T), {}, name=base)
+        elif node.op == "synapse_filter":
+            root.add_module(base, SynapseFilterModule(float(node.attrs.get("tau", 2.0)),
+                                                      bool(node.attrs.get("learnable"))))
+            fxn = g.create_node("call_module", base, (args[0], T), {}, name=base)
+        elif node.op == "recurrent":
+            body = node.attrs["body"]
+            root.add_module(base, RecurrentModule(emit(body, backend=backend), tuple(node.shape[1:]),
+                                                  node.attrs.get("kind", "linear")))
+            fxn = g.create_node("call_module", base, (args[0], T), {}, name=base)
+        elif node.op == "batchnorm":
+            root.add_module(base, _BatchNorm(node.params, float(node.attrs.get("eps", 1e-5))))
+            fxn = g.create_node("call_module", base, tuple(args), {}, name=base)
+        elif node.op == "dropout":
+            root.add_module(base, nn.Dropout(float(node.attrs.get("p", 0.5))))
+            fxn = g.create_node("call_module", base, tuple(args), {}, name=base)
         elif node.op == "spike_maxpool2d":
             root.add_module(base, SpikeMaxPool2d(**node.attrs))
             fxn = g.create_node("call_module", base, (args[0], T), {}, name=base)
@@ -126,7 +166,7 @@ def emit(graph: Graph, *, backend: str = "torch") -> fx.GraphModule:
     g.lint()
     gm = fx.GraphModule(root, g, class_name="Spiking" + graph.name if temporal else graph.name)
     gm.ir_names = names
-    return gm
+    return gm.eval()  # what the graph says; call .train() for batch-statistics BN and dropout
 
 
 def run_graph(graph: Graph, *inputs: torch.Tensor, T: int | None = None) -> torch.Tensor:

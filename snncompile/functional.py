@@ -43,11 +43,17 @@ def identity(x: torch.Tensor) -> torch.Tensor:
 
 
 def encode(x: torch.Tensor, T: int, method: str = "direct", generator: torch.Generator | None = None) -> torch.Tensor:
-    """Turn a static input [N, ...] into T steps folded into the batch [T*N, ...].
+    """Turn an input into T steps folded into the batch [T*N, ...].
 
-    ``direct``: the analog value every step; ``poisson``: Bernoulli spikes with probability x
-    (x clipped to [0, 1]) drawn independently each step.
+    ``direct``: the static [N, ...] value every step; ``poisson``: Bernoulli spikes with
+    probability x (x clipped to [0, 1]) drawn independently each step; ``sequence``: x is
+    already ``[T, N, ...]`` (one input per step) and is only folded.
     """
+    if method == "sequence":
+        if x.shape[0] != T:
+            from .errors import ConfigError
+            raise ConfigError(f"a sequence input must be [T, N, ...] with T={T} steps first; got {list(x.shape)}")
+        return x.reshape((-1,) + tuple(x.shape[2:]))
     xs = x.unsqueeze(0).expand((T,) + tuple(x.shape))
     if method == "poisson":
         p = xs.clamp(0, 1)

@@ -51,6 +51,8 @@ def format_shape(shape) -> str:
 def _format_value(v: Any) -> str:
     if isinstance(v, torch.Tensor):
         return _format_tensor(v)
+    if isinstance(v, Graph):
+        return f"<graph {len(v.nodes)} nodes, below>"
     if isinstance(v, (tuple, list)) and v and all(e == v[0] for e in v) and not isinstance(v[0], (tuple, list)):
         return _format_value(v[0])
     if isinstance(v, (tuple, list)):
@@ -226,8 +228,15 @@ class Graph:
         return g
 
     def format(self) -> str:
-        """The whole graph, one line a node."""
-        return "\n".join(n.format() for n in self.nodes)
+        """The whole graph, one line a node; a node holding a body graph (a recurrent container)
+        is followed by the body's lines, indented."""
+        lines = []
+        for n in self.nodes:
+            lines.append(n.format())
+            for k, v in n.attrs.items():
+                if isinstance(v, Graph):
+                    lines += ["    " + line for line in v.format().splitlines()]
+        return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.format()

@@ -71,12 +71,14 @@ def broadcast_threshold(theta: torch.Tensor | float, step_shape: tuple[int, ...]
 
 
 def neuron_reference(x: torch.Tensor, theta, spec: NeuronSpec, T: int | None = None,
-                     v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     v: torch.Tensor | None = None, leak: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the neuron over T steps with plain torch ops; the oracle for every kernel.
 
     Takes ``x`` as ``[T, N, ...]`` (sequence) or ``[N, ...]`` plus ``T`` (static input), a
     threshold, a spec and optionally the initial membrane ``v`` (fp32, one step's shape).
-    Returns ``(spikes [T, N, ...] in x's dtype, final v in fp32)``. Differentiable when
+    ``leak`` (a tensor, LIF only) replaces the spec's constant so it can be learned: ``1/tau``
+    for the spikingjelly form, ``beta`` for the snntorch form. Returns ``(spikes [T, N, ...] in x's dtype, final v in fp32)``. Differentiable when
     ``spec.surrogate`` is set.
     """
     if spec.input_kind == "static":
@@ -95,9 +97,12 @@ def neuron_reference(x: torch.Tensor, theta, spec: NeuronSpec, T: int | None = N
         if spec.kind == "if":
             v = v + xt
         elif spec.form == "spikingjelly":
-            v = v + (xt - (v - spec.v_rest)) / spec.tau
+            if leak is None:
+                v = v + (xt - (v - spec.v_rest)) / spec.tau
+            else:
+                v = v + (xt - (v - spec.v_rest)) * leak
         else:
-            v = spec.beta * v + xt
+            v = (spec.beta if leak is None else leak) * v + xt
         s = spike(v - th, spec.surrogate, spec.alpha)
         sr = s.detach() if spec.detach_reset else s
         if spec.reset == "subtract":
@@ -120,16 +125,34 @@ class SpikingNeuron(torch.nn.Module):
     """
 
     def __init__(self, spec: NeuronSpec, threshold: torch.Tensor, backend: str = "torch",
-                 sumpool: int | None = None):
+                 sumpool: int | None = None, learn_threshold: bool = False, learn_leak: bool = False):
         super().__init__()
         self.spec = spec
         self.sumpool = sumpool
-        self.register_buffer("threshold", threshold.detach().clone().float())
+        th = torch.as_tensor(threshold).detach().clone().float()
+        if learn_threshold:
+            self.threshold = torch.nn.Parameter(th)
+        else:
+            self.register_buffer("threshold", th)
+        self.leak_logit: torch.nn.Parameter | None = None
+        if learn_leak:
+            if spec.kind != "lif":
+                raise ConfigError("a learnable leak needs a LIF neuron (IF neurons do not leak)")
+            k = 1.0 / spec.tau if spec.form == "spikingjelly" else spec.beta
+            if not 0.0 < k < 1.0:
+                raise ConfigError(f"a learnable leak starts from 1/tau or beta in (0, 1), got {k:g}")
+            # PLIF parameterisation: the leak stays in (0, 1) whatever the optimiser does
+            self.leak_logit = torch.nn.Parameter(torch.logit(torch.tensor(k, dtype=torch.float32)))
         self.backend = backend
         self.v: torch.Tensor | None = None
         self.record_rates = False
         self.spike_count = 0.0
         self.neuron_steps = 0
+
+    @property
+    def leak(self) -> torch.Tensor | None:
+        """The learned ``1/tau`` (spikingjelly form) or ``beta`` (snntorch form); None when fixed."""
+        return None if self.leak_logit is None else torch.sigmoid(self.leak_logit)
 
     def reset(self) -> None:
         """Forget the membrane state and the spike counts."""
@@ -137,12 +160,19 @@ class SpikingNeuron(torch.nn.Module):
         self.spike_count = 0.0
         self.neuron_steps = 0
 
+    def reset_state(self) -> None:
+        """Forget the membrane only (a new sequence; counts keep accumulating)."""
+        self.v = None
+
     def extra_repr(self) -> str:
         th = self.threshold
         th_s = f"{th.item():g}" if th.numel() == 1 else f"per-channel[{th.numel()}]"
         return f"{self.spec.kind}, threshold={th_s}, v_init={self.spec.v_init}, reset={self.spec.reset}, " \
                f"input={self.spec.input_kind}, backend={self.backend}" + \
-               (f", fused sumpool={self.sumpool}" if self.sumpool else "")
+               (f", fused sumpool={self.sumpool}" if self.sumpool else "") + \
+               (f", surrogate={self.spec.surrogate}" if self.spec.surrogate else "") + \
+               (", learnable threshold" if isinstance(self.threshold, torch.nn.Parameter) else "") + \
+               (", learnable leak" if self.leak_logit is not None else "")
 
     def forward(self, x: torch.Tensor, T: int) -> torch.Tensor:
         from .kernels import run_neuron
@@ -156,7 +186,7 @@ class SpikingNeuron(torch.nn.Module):
         v = self.v
         if v is not None and tuple(v.shape) != tuple(xs.shape[-len(v.shape):] if v.dim() else ()):
             v = None  # batch size changed: a new stream
-        s, v = run_neuron(xs, self.threshold, self.spec, T, v, self.backend, self.sumpool)
+        s, v = run_neuron(xs, self.threshold, self.spec, T, v, self.backend, self.sumpool, leak=self.leak)
         self.v = v.detach() if self.spec.surrogate is None else v
         if self.record_rates:
             self.spike_count += float(s.detach().float().sum())  # pooled sums keep the total

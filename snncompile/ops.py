@@ -51,7 +51,7 @@ class OpDef:
 
 OPS: dict[str, OpDef] = {}
 NEURON_OPS = ("if_neuron", "lif_neuron")
-STATEFUL_OPS = NEURON_OPS + ("spike_maxpool2d",)  # emitted as modules that keep state between steps
+STATEFUL_OPS = NEURON_OPS + ("spike_maxpool2d", "synapse_filter", "recurrent")  # emitted as modules that keep state between steps
 
 
 def register_op(op: OpDef) -> OpDef:
@@ -91,7 +91,8 @@ def _bind_opaque(inputs, attrs, params, T=None):
 
 _conv_attrs = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}
 _neuron_attrs = {"v_init": 0.0, "reset": "subtract", "v_reset": 0.0, "input_kind": "sequence",
-                 "surrogate": None, "alpha": None, "detach_reset": False, "sumpool": None}
+                 "surrogate": None, "alpha": None, "detach_reset": False, "sumpool": None,
+                 "learn_threshold": False, "learn_leak": False}
 
 
 def _neuron_shape(shapes, node):
@@ -103,9 +104,14 @@ def _neuron_shape(shapes, node):
         raise ConfigError(f"a neuron fused with sum pooling needs [N, C, H, W] input, got {s}")
     return (s[0], s[1], s[2] // k, s[3] // k)
 
+def _recurrent_shape(shapes, node):
+    return node.attrs["body"].output.inputs[0].shape
+
+
 for _op in [
     OpDef("input", 0, {"index": 0, "kind": "static"}, shape_rule=_no_shape,
-          doc="a graph input; kind 'static' (the same every step) or 'sequence'"),
+          doc="a graph input; kind 'static' (the same every step), 'sequence' ([T, N, ...]) or "
+              "'state' (a recurrent body's fed-back output)"),
     OpDef("output", None, shape_rule=_same_shape, doc="the graph's result(s)"),
     OpDef("conv1d", 1, dict(_conv_attrs), ("weight",), ("bias",), F.conv1d),
     OpDef("conv2d", 1, dict(_conv_attrs), ("weight",), ("bias",), F.conv2d),
@@ -138,11 +144,17 @@ for _op in [
     OpDef("lif_neuron", 1, dict(_neuron_attrs, tau=2.0, beta=0.9, form="spikingjelly", v_rest=0.0),
           ("threshold",), temporal=True, shape_rule=_neuron_shape, doc="leaky integrate-and-fire"),
     OpDef("encode", 1, {"method": "direct"}, target=SF.encode, temporal=True, shape_rule=_same_shape,
-          doc="static input -> T steps (direct current or Poisson spikes)"),
+          doc="input -> T steps folded into the batch: direct current, Poisson spikes, or a given "
+              "sequence [T, N, ...]"),
+    OpDef("synapse_filter", 1, {"tau": 2.0, "learnable": False}, temporal=True, shape_rule=_same_shape,
+          doc="first-order low-pass on the synaptic current: i <- i - i/tau + x"),
+    OpDef("recurrent", 1, {"body": REQUIRED, "kind": "linear"}, temporal=True, shape_rule=_recurrent_shape,
+          doc="a neuron whose output is fed back (through the body graph) into its next step"),
     OpDef("repeat_time", 1, {}, target=SF.repeat_time, temporal=True, shape_rule=_same_shape),
     OpDef("readout", 1, {"mode": "mean"}, target=SF.unfold_time, temporal=True, shape_rule=_same_shape,
           bind=lambda i, a, p, T=None: ((i[0], T), {}),
-          doc="the non-spiking output layer's values at every step; the runtime averages them"),
+          doc="the non-spiking output layer's values at every step; the runtime averages them "
+              "(mode 'mean') or keeps the last step (mode 'last')"),
     OpDef("opaque", None, {"target": REQUIRED, "name": "", "kwargs": None, "linear": False,
                            "stateless": False}, bind=_bind_opaque, shape_rule=_no_shape,
           doc="an op outside the table; passes refuse to cross it unless declared linear/stateless"),

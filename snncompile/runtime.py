@@ -14,7 +14,6 @@ from .emit import emit
 from .errors import ConfigError
 from .ir import Graph
 from .neurons import SpikingNeuron
-from .spike_pool import SpikeMaxPool2d
 
 __all__ = ["SpikingModule"]
 
@@ -40,6 +39,12 @@ class SpikingModule(nn.Module):
         self.module = emit(graph, backend=backend)
         self.max_chunk_bytes = max_chunk_bytes
         self._per_sample = max((_numel(n.shape) for n in graph.nodes if n.shape is not None), default=1)
+        # a sequence input arrives as [T, N, ...]: T is its length and the batch is dim 1
+        self.sequence_input = any(e.attrs.get("method") == "sequence" for e in graph.find("encode"))
+        modes = {r.attrs.get("mode", "mean") for r in graph.find("readout")}
+        if not modes <= {"mean", "last"} or len(modes) > 1:
+            raise ConfigError(f"readout mode must be one of 'mean', 'last' (one for all outputs), got {sorted(modes)}")
+        self.readout_mode = modes.pop() if modes else "mean"
         self._step_sum = None
         self._step_count = 0
 
@@ -53,7 +58,7 @@ class SpikingModule(nn.Module):
         return {k: m for k, m in self.module.named_modules() if isinstance(m, SpikingNeuron)}
 
     def _stateful(self):
-        return [m for m in self.module.modules() if isinstance(m, (SpikingNeuron, SpikeMaxPool2d))]
+        return [m for m in self.module.modules() if m is not self.module and hasattr(m, "reset_state")]
 
     def reset(self) -> None:
         """Clear membranes, spike counts and the streaming readout."""
@@ -66,28 +71,39 @@ class SpikingModule(nn.Module):
         return max(1, self.max_chunk_bytes // max(per_row, 1))
 
     def run_sequence(self, x: torch.Tensor, T: int | None = None) -> torch.Tensor:
-        """The readout at every step, ``[T, N, ...]`` (not averaged); resets state first."""
+        """The readout at every step, ``[T, N, ...]`` (not averaged); resets state first.
+
+        A sequence-input SNN takes ``x`` as ``[T, N, ...]`` and runs ``x.shape[0]`` steps.
+        """
+        if not isinstance(x, torch.Tensor) or x.dim() < (2 if self.sequence_input else 1):
+            raise ConfigError("SpikingModule input must be a tensor with a batch dimension"
+                              + (" after the time dimension ([T, N, ...])" if self.sequence_input else ""))
+        if self.sequence_input:
+            if T is not None and int(T) != x.shape[0]:
+                raise ConfigError(f"this SNN reads a sequence input [T, N, ...]; x has {x.shape[0]} steps "
+                                  f"but T={T} was asked for")
+            T = x.shape[0]
         T = int(T or self.T)
-        if not isinstance(x, torch.Tensor) or x.dim() < 1:
-            raise ConfigError("SpikingModule input must be a tensor with a batch dimension")
         outs = []
-        for xc in x.split(self._chunk_rows(T, x)):
+        batch_dim = 1 if self.sequence_input else 0
+        for xc in x.split(self._chunk_rows(T, x), dim=batch_dim):
             self._reset_membranes()
             outs.append(self.module(xc, T))
         return torch.cat(outs, dim=1)
 
     def _reset_membranes(self) -> None:
         for m in self._stateful():
-            if isinstance(m, SpikingNeuron):
-                m.v = None
-            else:
-                m.reset()
+            m.reset_state()
 
     def forward(self, x: torch.Tensor, T: int | None = None, return_all_steps: bool = False) -> torch.Tensor:
-        """Run T steps on ``x`` [N, ...]; the readout averaged over T ``[N, ...]``, or with
-        ``return_all_steps`` its running average after every t ``[T, N, ...]``."""
+        """Run T steps on ``x`` [N, ...] (or a sequence [T, N, ...]); the readout averaged over T
+        ``[N, ...]``, or with ``return_all_steps`` its running average after every t ``[T, N, ...]``.
+        A graph whose readout mode is ``last`` gives the last step's readout (every step's with
+        ``return_all_steps``)."""
         self.reset()
         seq = self.run_sequence(x, T)
+        if self.readout_mode == "last":
+            return seq if return_all_steps else seq[-1]
         if return_all_steps:
             steps = torch.arange(1, seq.shape[0] + 1, device=seq.device, dtype=seq.dtype)
             return seq.cumsum(0) / steps.reshape((-1,) + (1,) * (seq.dim() - 1))
@@ -98,7 +114,10 @@ class SpikingModule(nn.Module):
         averaged over the steps since the last ``reset()``."""
         if self._step_sum is not None and self._step_sum.shape[0] != x_t.shape[0]:
             self.reset()  # a new batch size is a new stream
-        out = self.module(x_t, 1)[0]
+        out = self.module(x_t.unsqueeze(0) if self.sequence_input else x_t, 1)[0]
+        if self.readout_mode == "last":
+            self._step_sum, self._step_count = out, 1
+            return out
         self._step_sum = out if self._step_sum is None else self._step_sum + out
         self._step_count += 1
         return self._step_sum / self._step_count

@@ -28,6 +28,10 @@ class SpikeMaxPool2d(nn.Module):
         """Forget the spike counts."""
         self.counts = None
 
+    def reset_state(self) -> None:
+        """Forget the spike counts (a new sequence)."""
+        self.counts = None
+
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, gated by spike counts"
 

@@ -54,6 +54,11 @@ def verify_graph(graph) -> None:
 
 
 def _check_shape(node, where: str) -> None:
+    if node.op == "recurrent":
+        try:
+            node.attrs["body"].verify()
+        except VerifyError as e:
+            raise VerifyError(f"{where}: its body graph is broken: {e}") from None
     if node.op in ("if_neuron", "lif_neuron"):
         th = node.params["threshold"]
         shape = node.inputs[0].shape

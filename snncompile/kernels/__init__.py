@@ -17,19 +17,24 @@ BACKENDS = ("torch", "cupy", "cpu")
 
 
 def run_neuron(x: torch.Tensor, threshold: torch.Tensor, spec, T: int, v: torch.Tensor | None,
-               backend: str, sumpool: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               backend: str, sumpool: int | None = None, leak: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run one neuron layer over T steps; returns ``(spikes [T, N, ...], final v)``.
 
     ``x`` is ``[T, N, ...]`` or, for a static-input spec, ``[N, ...]``. All backends compute
     exactly the equations of ``snncompile.neurons`` (spikes element for element). With
     ``sumpool=k`` the spikes come back summed over k x k windows (stride k): ``[T, N, C, H//k, W//k]``.
+    A learned ``leak`` tensor (see ``neuron_reference``) runs on the torch reference on every
+    backend: the kernels take the leak as a compile-time constant.
     """
+    if leak is not None:
+        backend = "torch"
     if backend == "cpu":
         from .cpu import run_cpu
         return run_cpu(x, threshold, spec, T, v, sumpool=sumpool)
     if backend == "torch":
         from ..neurons import neuron_reference
-        s, v = neuron_reference(x, threshold, spec, T, v)
+        s, v = neuron_reference(x, threshold, spec, T, v, leak=leak)
     elif backend == "cupy":
         from .cuda_launch import run_cupy
         s, v = run_cupy(x, threshold, spec, T, v)

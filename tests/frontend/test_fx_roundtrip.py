@@ -371,7 +371,10 @@ def test_emitted_module_is_readable_and_holds_params():
     graph = trace(model, torch.rand(2, 1, 28, 28))
     gm = emit(graph)
     code = gm.code
-    assert "conv2d" in code and "batch_norm" in code and "avg_pool2d" in code
+    assert "conv2d" in code and "avg_pool2d" in code
+    # batch norm is a module so that .train() switches it to batch statistics
+    assert "self.network_1(" in code and type(gm.network_1).__name__ == "_BatchNorm"
+    assert not gm.training  # emitted modules start in eval mode, computing what the graph says
     n_params = sum(p.numel() for p in gm.parameters()) + sum(
         b.numel() for name, b in gm.named_buffers() if "running" in name)
     assert n_params == sum(p.numel() for p in model.parameters()) + sum(
