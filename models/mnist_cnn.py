@@ -14,6 +14,8 @@ __all__ = ["MnistCNN"]
 class MnistCNN(nn.Module):
     """Three conv-BN-ReLU-avgpool blocks and a Linear(32, 10) head for 1x28x28."""
 
+    input_shape = (1, 28, 28)
+
     def __init__(self) -> None:
         super().__init__()
         self.network = nn.Sequential(

@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (importing registers each pass)
     fold_batchnorm,
     fuse_neuron_sumpool,
     hoist_static,
+    insert_surrogate,
     normalize,
     readout,
     relu_to_if,
@@ -15,6 +16,6 @@ from . import (  # noqa: F401  (importing registers each pass)
     swap_maxpool_relu,
 )
 
-__all__ = ["avgpool_to_sumpool", "canonicalize", "encode_input", "fold_batchnorm", "fuse_neuron_sumpool", "hoist_static",
+__all__ = ["avgpool_to_sumpool", "canonicalize", "encode_input", "fold_batchnorm", "fuse_neuron_sumpool", "hoist_static", "insert_surrogate",
            "normalize", "readout", "relu_to_if", "spike_maxpool",
            "swap_maxpool_relu"]

@@ -1,6 +1,6 @@
 """canonicalize: drop dropout/identity, merge reshapes, fold constant multiplies forward.
 
-Requires: a verified graph. Guarantees: no ``dropout``/``identity`` nodes; no reshape/flatten
+Requires: a verified graph. Guarantees: no ``identity`` nodes, no ``dropout`` unless kept; no reshape/flatten
 directly reading another one or leaving the shape unchanged; every ``mul_const`` whose value
 can reach a conv/linear through ops that commute with it (linear pools and reshapes; relu and
 max pool too when the constant is positive) is folded into that layer's weight. The graph
@@ -18,13 +18,16 @@ __all__ = ["Canonicalize"]
 
 @register_pass("canonicalize")
 class Canonicalize:
-    """Options: ``fold_constants`` (fold mul_const into the next conv/linear)."""
+    """Options: ``fold_constants`` (fold mul_const into the next conv/linear); ``keep_dropout``
+    (for graphs that will be trained: dropout stays and acts in train mode)."""
 
     fold_constants: bool = True
+    keep_dropout: bool = False
 
     def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
+        drop = ("identity",) if self.keep_dropout else ("dropout", "identity")
         for n in list(graph.nodes):
-            if n.op in ("dropout", "identity"):
+            if n.op in drop:
                 graph.bypass(n)
         _merge_reshapes(graph)
         if self.fold_constants:

@@ -15,16 +15,19 @@ __all__ = ["EncodeInput"]
 
 @register_pass("encode-input")
 class EncodeInput:
-    """Options: ``method`` = "direct" (analog current every step) or "poisson" (rate-coded spikes)."""
+    """Options: ``method`` = "direct" (analog current every step), "poisson" (rate-coded spikes)
+    or "sequence" (the input already has one value per step, ``[T, N, ...]``)."""
 
     method: str = "direct"
 
     def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
-        if self.method not in ("direct", "poisson"):
-            raise ConfigError(f"encode-input: method must be 'direct' or 'poisson', got {self.method!r}")
+        if self.method not in ("direct", "poisson", "sequence"):
+            raise ConfigError(f"encode-input: method must be 'direct', 'poisson' or 'sequence', got {self.method!r}")
         for inp in graph.inputs:
             if any(u.op == "encode" for u in graph.users(inp)):
                 continue
+            if self.method == "sequence":
+                inp.attrs["kind"] = "sequence"
             enc = graph.add("encode", [inp], {"method": self.method}, meta={"shape": inp.shape}, after=inp)
             graph.replace_all_uses(inp, enc)
         return graph

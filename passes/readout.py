@@ -6,6 +6,7 @@ mean at every t), so the last layer integrates its input current instead of firi
 """
 from __future__ import annotations
 
+from snncompile.errors import ConfigError
 from snncompile.ir import Graph
 from snncompile.pipeline import PassContext, register_pass
 
@@ -14,11 +15,14 @@ __all__ = ["Readout"]
 
 @register_pass("readout")
 class Readout:
-    """Option: ``mode`` = "mean" (average over T)."""
+    """Option: ``mode`` = "mean" (average over T) or "last" (the last step only: for tasks where
+    the network must carry the answer in its state, e.g. sequential MNIST)."""
 
     mode: str = "mean"
 
     def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
+        if self.mode not in ("mean", "last"):
+            raise ConfigError(f"readout: mode must be 'mean' or 'last', got {self.mode!r}")
         out = graph.output
         new_inputs = []
         for x in out.inputs:

@@ -65,7 +65,7 @@ class SynapseFilterModule(nn.Module):
     @property
     def tau(self) -> float:
         """The current time constant in steps."""
-        return 1.0 / float(torch.sigmoid(self.inv_tau_logit))
+        return 1.0 / float(torch.sigmoid(self.inv_tau_logit.detach()))
 
     def reset_state(self) -> None:
         """Forget the synaptic current."""

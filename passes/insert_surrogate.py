@@ -1,0 +1,82 @@
+"""insert-surrogate: every ReLU becomes a spiking neuron with a surrogate gradient (direct training).
+
+Requires: a traced ANN definition (trained or not); batch norm, pools and linear ops stay and run
+on T folded into the batch. Guarantees: no ``relu`` (or ``clamp`` with floor 0) is left; each
+becomes an ``if_neuron`` or ``lif_neuron`` (DESIGN.md equations: LIF with ``tau`` or, when
+``beta`` is given, snnTorch's ``beta``) whose ``surrogate`` attribute makes its spikes
+differentiable; neurons already in the graph (from snncompile.layers, also inside recurrent
+bodies) that have no surrogate get this one. Refuses activations a spiking neuron cannot stand
+in for (GELU, sigmoid, ...), naming the node.
+"""
+from __future__ import annotations
+
+import torch
+
+from snncompile.errors import ConfigError
+from snncompile.ir import Graph
+from snncompile.ops import NEURON_OPS
+from snncompile.pipeline import PassContext, register_pass
+from snncompile.surrogate import get_surrogate
+
+from ._walk import refuse_non_relu_activations
+
+__all__ = ["InsertSurrogate"]
+
+
+@register_pass("insert-surrogate")
+class InsertSurrogate:
+    """Options: ``neuron`` ("if" | "lif"), ``surrogate`` and its ``alpha`` (None: its default),
+    ``tau`` / ``beta`` (LIF leak; beta selects the snnTorch form), ``threshold``, ``v_init``,
+    ``reset`` ("subtract" | "value"), ``detach_reset``, ``learn_threshold``, ``learn_leak``."""
+
+    neuron: str = "lif"
+    surrogate: str = "atan"
+    alpha: float | None = None
+    tau: float = 2.0
+    beta: float | None = None
+    threshold: float = 1.0
+    v_init: float = 0.0
+    reset: str = "subtract"
+    detach_reset: bool = False
+    learn_threshold: bool = False
+    learn_leak: bool = False
+
+    def _check(self) -> None:
+        if self.neuron not in ("if", "lif"):
+            raise ConfigError(f"insert-surrogate: neuron must be 'if' or 'lif', got {self.neuron!r}")
+        get_surrogate(self.surrogate)
+        if self.neuron == "lif" and self.beta is None and not self.tau > 1.0:
+            raise ConfigError(f"insert-surrogate: tau must be > 1 step, got {self.tau}")
+        if self.beta is not None and not 0.0 < self.beta < 1.0:
+            raise ConfigError(f"insert-surrogate: beta must be in (0, 1), got {self.beta}")
+        if self.learn_leak and self.neuron != "lif":
+            raise ConfigError("insert-surrogate: learn_leak needs neuron='lif' (IF neurons do not leak)")
+        if not self.threshold > 0:
+            raise ConfigError(f"insert-surrogate: threshold must be positive, got {self.threshold}")
+
+    def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
+        self._check()
+        refuse_non_relu_activations(graph, "insert-surrogate")
+        self._rewrite(graph)
+        return graph
+
+    def _rewrite(self, graph: Graph) -> None:
+        for n in graph.nodes:
+            if n.op == "relu" or n.op == "clamp" and (n.attrs.get("min") or 0.0) == 0.0 and n.attrs.get("max") is None:
+                n.op = "if_neuron" if self.neuron == "if" else "lif_neuron"
+                n.params = {"threshold": torch.tensor(float(self.threshold))}
+                n.attrs = self._attrs()
+            elif n.op in NEURON_OPS and n.attrs.get("surrogate") is None:
+                n.attrs["surrogate"] = self.surrogate
+                n.attrs["alpha"] = self.alpha
+            elif n.op == "recurrent":
+                self._rewrite(n.attrs["body"])
+
+    def _attrs(self) -> dict:
+        a = {"v_init": float(self.v_init), "reset": self.reset, "surrogate": self.surrogate, "alpha": self.alpha,
+             "detach_reset": bool(self.detach_reset), "learn_threshold": bool(self.learn_threshold)}
+        if self.neuron == "lif":
+            form = "snntorch" if self.beta is not None else "spikingjelly"
+            a |= {"form": form, "tau": float(self.tau), "beta": 0.9 if self.beta is None else float(self.beta),
+                  "learn_leak": bool(self.learn_leak)}
+        return a
