@@ -1,7 +1,8 @@
 """insert-surrogate: every ReLU becomes a spiking neuron with a surrogate gradient (direct training).
 
 Requires: a traced ANN definition (trained or not); batch norm, pools and linear ops stay and run
-on T folded into the batch. Guarantees: no ``relu`` (or ``clamp`` with floor 0) is left; each
+on T folded into the batch. Guarantees: no ``relu`` (or ``clamp`` with floor 0, e.g. ReLU6: a
+neuron's rate is bounded anyway, and the ceiling is not kept) is left; each
 becomes an ``if_neuron`` or ``lif_neuron`` (DESIGN.md equations: LIF with ``tau`` or, when
 ``beta`` is given, snnTorch's ``beta``) whose ``surrogate`` attribute makes its spikes
 differentiable; neurons already in the graph (from snncompile.layers, also inside recurrent
@@ -62,7 +63,7 @@ class InsertSurrogate:
 
     def _rewrite(self, graph: Graph) -> None:
         for n in graph.nodes:
-            if n.op == "relu" or n.op == "clamp" and (n.attrs.get("min") or 0.0) == 0.0 and n.attrs.get("max") is None:
+            if n.op == "relu" or n.op == "clamp" and (n.attrs.get("min") or 0.0) == 0.0:
                 n.op = "if_neuron" if self.neuron == "if" else "lif_neuron"
                 n.params = {"threshold": torch.tensor(float(self.threshold))}
                 n.attrs = self._attrs()

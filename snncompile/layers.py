@@ -68,7 +68,7 @@ class _Neuron(_Layer):
         if s.kind == "lif":
             tau, beta = s.tau, s.beta
             if self.neuron.leak is not None:
-                k = float(self.neuron.leak)
+                k = float(self.neuron.leak.detach())
                 tau, beta = (1.0 / k, beta) if s.form == "spikingjelly" else (tau, k)
             attrs |= {"tau": tau, "beta": beta, "form": s.form, "v_rest": s.v_rest}
         params = {"threshold": self.neuron.threshold.detach().clone()}

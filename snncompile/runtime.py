@@ -79,6 +79,10 @@ class SpikingModule(nn.Module):
             raise ConfigError("SpikingModule input must be a tensor with a batch dimension"
                               + (" after the time dimension ([T, N, ...])" if self.sequence_input else ""))
         if self.sequence_input:
+            step_dims = len(self.graph.inputs[0].shape or ()) if self.graph.inputs else 0
+            if step_dims and x.dim() != step_dims + 1:
+                raise ConfigError(f"this SNN reads a sequence input [T, N, ...] ({step_dims + 1} dims: time, then "
+                                  f"one step's {step_dims}); got shape {list(x.shape)}")
             if T is not None and int(T) != x.shape[0]:
                 raise ConfigError(f"this SNN reads a sequence input [T, N, ...]; x has {x.shape[0]} steps "
                                   f"but T={T} was asked for")
