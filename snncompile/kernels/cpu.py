@@ -13,8 +13,9 @@ cached build) or when the build fails, ``run_cpu`` runs the torch reference and 
 
 The kernel's I/O is float32: other input dtypes are converted to float32 in Python (one extra
 pass) and the spikes back to the input's dtype. Results equal ``neuron_reference`` bit for bit
-(same float operations in the same order, no FMA contraction, no fast-math). Inference only:
-whenever autograd needs a graph the reference runs instead.
+(same float operations in the same order, no FMA contraction, no fast-math). When autograd
+needs a graph, the training kernels of ``cpu_train.py`` (forward saving h, BPTT backward in C)
+run instead, or the reference where they do not apply.
 
 ``run_cpu(..., sumpool=k)`` fuses the neuron with the k x k, stride-k sum pool that follows it in
 converted CNNs (``avg_pool2d(..., divisor_override=1)``): one [H, W] plane at a time, the T loop
@@ -133,8 +134,11 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
-def _build(cc: str, target: Path) -> ctypes.CDLL:
-    """Compile the source into ``target`` (atomically) and load it; raise KernelError on failure."""
+def _build(cc: str, target: Path, source: Path = _SOURCE, bind=None, defines: tuple[str, ...] = ()
+           ) -> ctypes.CDLL:
+    """Compile ``source`` (with ``-D`` ``defines``) into ``target`` (atomically) and load it with
+    ``bind`` (default: the inference kernel's); raise KernelError on failure."""
+    bind = _bind if bind is None else bind
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -142,15 +146,15 @@ def _build(cc: str, target: Path) -> ctypes.CDLL:
                           "set SNNCOMPILE_CACHE to a writable directory") from None
     errors = []
     for extra in _FLAG_SETS:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-cpu_neuron-", suffix=".so", dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{source.stem}-", suffix=".so", dir=target.parent)
         os.close(fd)
-        cmd = [cc, *_BASE_FLAGS, *extra, str(_SOURCE), "-o", tmp]
+        cmd = [cc, *_BASE_FLAGS, *extra, *(f"-D{d}" for d in defines), str(source), "-o", tmp, "-lm"]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             if proc.returncode != 0:
                 errors.append(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-400:]}")
                 continue
-            lib = _bind(ctypes.CDLL(tmp))
+            lib = bind(ctypes.CDLL(tmp))
             os.chmod(tmp, 0o755)
             os.replace(tmp, target)  # atomic: readers see the old file or the whole new one
             return lib
@@ -159,7 +163,7 @@ def _build(cc: str, target: Path) -> ctypes.CDLL:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    raise KernelError("building the CPU neuron kernel failed (check the compiler works, or set "
+    raise KernelError(f"building the CPU neuron kernel {source.name} failed (check the compiler works, or set "
                       "CC to another one): " + " | ".join(errors)[-1500:])
 
 
@@ -317,8 +321,10 @@ def run_cpu(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None = None,
     (fp32, one step's shape) or None for ``v_init * threshold``. Returns ``(spikes [T, N, ...] in
     x's dtype, final v fp32)``, equal to ``neuron_reference``. ``out`` (contiguous, x's dtype,
     ``[T, N, ...]``) receives the spikes and is returned: it saves allocating the output, whose
-    first touch (page faults) can cost more than the kernel. Runs the reference instead when
-    autograd needs a graph or ``v`` is not fp32, and (with one warning) when no kernel builds.
+    first touch (page faults) can cost more than the kernel. When autograd needs a graph it runs
+    the C training kernels (``cpu_train.train_cpu``: a spec with a surrogate, fp32) or else the
+    reference; the reference also when ``v`` is not fp32, and (with one warning) when no kernel
+    builds.
 
     ``sumpool=k`` (steps must be ``[N, C, H, W]``, H and W at least k) returns instead of the
     spikes their k x k window sums with stride k, ``[T, N, C, H//k, W//k]`` in x's dtype (rows and
@@ -337,7 +343,9 @@ def run_cpu(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None = None,
         if out is not None:
             raise KernelError("out= is for inference; call run_cpu without out when autograd "
                               "needs a graph (or under torch.no_grad())")
-        return neuron_reference(x, threshold, spec, T, v)
+        from .cpu_train import train_cpu
+        res = train_cpu(x, threshold, spec, T, v)
+        return res if res is not None else neuron_reference(x, threshold, spec, T, v)
     if spec.input_kind == "static":
         if T is None:
             raise KernelError("a static-input neuron needs T: pass the number of time steps")
@@ -412,6 +420,10 @@ def _run_cpu_sumpool(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None
         if out is not None:
             raise KernelError("out= is for inference; call run_cpu without out when autograd "
                               "needs a graph (or under torch.no_grad())")
+        from .cpu_train import train_cpu
+        res = train_cpu(x, threshold, spec, T, v)
+        if res is not None:
+            return _sum_pool(res[0], k), res[1]
         return pooled_reference(x, threshold, spec, T, v, sumpool=k)
     if out is not None and (tuple(out.shape) != out_shape or out.dtype != x.dtype
                             or not out.is_contiguous()):

@@ -166,7 +166,8 @@ def test_runtime_bptt_matches_hand_unrolled_mlp():
 
 
 def test_runtime_cpu_backend_gives_the_same_gradients_as_torch():
-    """backend='cpu' falls back to the reference when autograd needs a graph: identical grads."""
+    """backend='cpu' trains through the C training kernels (kernels/cpu_neuron_train.c): the
+    same outputs and, to float rounding, the same gradients as the torch reference."""
     model = _mlp()
     torch.manual_seed(5)
     x = torch.randn(4, 6) * 2.0
@@ -177,8 +178,9 @@ def test_runtime_cpu_backend_gives_the_same_gradients_as_torch():
                                       example_input=torch.zeros(2, 6), backend=backend)
         assert all(n.backend == backend for n in snn.neurons().values())
         res[backend] = _runtime_grads(snn, x, c)
-    for a, b in zip(res["torch"], res["cpu"]):
-        assert torch.equal(a, b)
+    assert torch.equal(res["torch"][0], res["cpu"][0])
+    for a, b in zip(res["torch"][1:], res["cpu"][1:]):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
     assert res["cpu"][1].abs().sum() > 0
 
 
