@@ -134,10 +134,12 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
-def _build(cc: str, target: Path, source: Path = _SOURCE, bind=None, defines: tuple[str, ...] = ()
+def _build(cc: str, target: Path, source: Path | None = None, bind=None, defines: tuple[str, ...] = ()
            ) -> ctypes.CDLL:
-    """Compile ``source`` (with ``-D`` ``defines``) into ``target`` (atomically) and load it with
-    ``bind`` (default: the inference kernel's); raise KernelError on failure."""
+    """Compile ``source`` (default: the inference kernel, with ``-D`` ``defines``) into ``target``
+    (atomically) and load it with ``bind`` (default: the inference kernel's); raise KernelError
+    on failure."""
+    source = _SOURCE if source is None else source
     bind = _bind if bind is None else bind
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +165,7 @@ def _build(cc: str, target: Path, source: Path = _SOURCE, bind=None, defines: tu
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    raise KernelError(f"building the CPU neuron kernel {source.name} failed (check the compiler works, or set "
+    raise KernelError(f"building the CPU neuron kernel failed ({source.name}; check the compiler works, or set "
                       "CC to another one): " + " | ".join(errors)[-1500:])
 
 

@@ -99,3 +99,20 @@ def test_a_registered_surrogate_gets_its_own_training_library():
     finally:
         from snncompile.surrogate import SURROGATES
         SURROGATES.pop("test_rect", None)
+
+
+def test_a_failed_training_build_falls_back_to_the_reference(monkeypatch, tmp_path):
+    from snncompile.kernels import cpu_train
+    bad = tmp_path / "cpu_neuron_train.c"
+    bad.write_text("this is not C;\n")
+    monkeypatch.setenv("SNNCOMPILE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cpu_train, "TRAIN_SOURCE", bad)
+    monkeypatch.setattr(cpu_train, "_libs", {})
+    monkeypatch.setattr(cpu_train, "_errors", {})
+    spec = NeuronSpec(kind="if", surrogate="atan")
+    x = torch.randn(3, 2, 5, requires_grad=True)
+    assert cpu_train.train_cpu(x, torch.tensor(1.0), spec, None, None) is None
+    assert "building the CPU neuron kernel failed" in cpu_train.train_library_error("atan")
+    s, _ = run_neuron(x, torch.tensor(1.0), spec, 3, None, "cpu")  # the reference instead
+    assert type(s.grad_fn).__name__ != "_CpuNeuronFunctionBackward"
+    assert torch.equal(s, neuron_reference(x, torch.tensor(1.0), spec)[0])

@@ -59,6 +59,31 @@ def test_direct_training_loss_falls(digits):
     assert acc > 0.8
 
 
+def test_poisson_encoded_training_loss_falls(digits):
+    """Poisson input (fresh Bernoulli spikes every step and call, no gradient into the input) with
+    IF neurons and a spiking output layer trained on spike counts (mse_count_loss): the loss falls
+    and accuracy by spike count beats chance by far."""
+    from snncompile.losses import accuracy_by_count, mse_count_loss
+    x, y = digits
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10),
+                          LIF(beta=0.9, surrogate="fast_sigmoid"))
+    snn = snncompile.to_trainable(model, T=8, neuron="if", surrogate="atan", encoding="poisson",
+                                  example_input=torch.zeros(2, 1, 8, 8))
+    assert [e.attrs["method"] for e in snn.graph.find("encode")] == ["poisson"]
+    opt = torch.optim.Adam(snn.parameters(), lr=1e-2)
+    losses = []
+    for idx in _batches(len(x), 40, 64, seed=0):
+        loss = mse_count_loss(snn.run_sequence(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.6 * losses[0], losses
+    with torch.no_grad():
+        assert accuracy_by_count(snn.eval().run_sequence(x), y) > 0.5
+
+
 @pytest.fixture(scope="module")
 def converted(digits):
     """A digits MLP trained as an ANN (100 quick Adam steps), converted with compile(T=4)."""
