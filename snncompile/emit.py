@@ -62,6 +62,28 @@ class _BatchNorm(nn.Module):
                                               self.training, self.momentum, self.eps)
 
 
+class TimeSharedDropout(nn.Module):
+    """Dropout on ``[T*N, ...]`` whose mask is drawn once per sample and shared by all T steps
+    (a dropped neuron stays silent for the whole sequence, as in SpikingJelly's multi-step
+    dropout); identity in eval mode."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ConfigError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:g}, one mask for all T steps"
+
+    def forward(self, x: torch.Tensor, T: int) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        steps = x.reshape((T, x.shape[0] // T) + tuple(x.shape[1:]))
+        keep = torch.empty(steps.shape[1:], dtype=x.dtype, device=x.device).bernoulli_(1.0 - self.p)
+        return (steps * (keep / (1.0 - self.p))).reshape(x.shape)
+
+
 def neuron_spec(node: Node) -> NeuronSpec:
     """The NeuronSpec an ``if_neuron``/``lif_neuron`` node describes."""
     a = node.attrs
@@ -138,6 +160,9 @@ def emit(graph: Graph, *, backend: str = "torch") -> fx.GraphModule:
         elif node.op == "batchnorm":
             root.add_module(base, _BatchNorm(node.params, float(node.attrs.get("eps", 1e-5))))
             fxn = g.create_node("call_module", base, tuple(args), {}, name=base)
+        elif node.op == "dropout" and temporal and not node.meta.get("static"):
+            root.add_module(base, TimeSharedDropout(float(node.attrs.get("p", 0.5))))
+            fxn = g.create_node("call_module", base, (args[0], T), {}, name=base)
         elif node.op == "dropout":
             root.add_module(base, nn.Dropout(float(node.attrs.get("p", 0.5))))
             fxn = g.create_node("call_module", base, tuple(args), {}, name=base)

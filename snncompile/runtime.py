@@ -23,7 +23,8 @@ class SpikingModule(nn.Module):
 
     ``T``: default number of steps; ``backend``: neuron backend; ``max_chunk_bytes``: the batch is
     simulated in chunks so the largest [T*n, ...] activation stays under this size (bounds
-    memory; on a CPU smaller chunks also stay in cache). ``pipeline`` is kept for inspection
+    memory; on a CPU smaller chunks also stay in cache) — except in train mode with autograd on,
+    where the batch runs whole (batch norm's statistics are the batch's). ``pipeline`` is kept for inspection
     (``snn.pipeline.stage("normalize")``).
     """
 
@@ -90,7 +91,11 @@ class SpikingModule(nn.Module):
         T = int(T or self.T)
         outs = []
         batch_dim = 1 if self.sequence_input else 0
-        for xc in x.split(self._chunk_rows(T, x), dim=batch_dim):
+        # training keeps every activation for backward anyway, and batch norm needs the whole
+        # batch's statistics: chunk only when no graph is being recorded
+        whole = self.training and torch.is_grad_enabled()
+        rows = x.shape[batch_dim] if whole else self._chunk_rows(T, x)
+        for xc in x.split(max(rows, 1), dim=batch_dim):
             self._reset_membranes()
             outs.append(self.module(xc, T))
         return torch.cat(outs, dim=1)

@@ -177,9 +177,10 @@ def test_sequence_input_without_time_axis_is_a_config_error():
 
 @pytest.mark.parametrize("readout", ["mean", "last"])
 def test_chunked_run_equals_unchunked(readout):
-    """With max_chunk_bytes tiny the batch runs one sample a chunk (states reset between chunks):
-    outputs and gradients equal the unchunked run."""
-    snn = _seq_snn(readout)
+    """In eval mode with max_chunk_bytes tiny the batch runs one sample a chunk (states reset
+    between chunks): outputs and gradients equal the unchunked run. In train mode with autograd
+    on, the batch runs whole (batch statistics must be the batch's)."""
+    snn = _seq_snn(readout).eval()
     torch.manual_seed(3)
     x = torch.randn(5, 6, 3) * 2.0
     c = torch.randn(5, 6, 2)
@@ -196,9 +197,13 @@ def test_chunked_run_equals_unchunked(readout):
     try:
         snn.max_chunk_bytes = 1
         seq_chunk, g_chunk, out_chunk = run()
+        assert calls and set(calls) == {1} and len(calls) == 2 * 6   # really chunked: 6 chunks a run
+        calls.clear()
+        snn.train()
+        snn.run_sequence(x)
+        assert calls == [6]  # training: one whole batch despite max_chunk_bytes
     finally:
         hook.remove()
-    assert calls and set(calls) == {1} and len(calls) == 2 * 6   # really chunked: 6 chunks a run
     torch.testing.assert_close(seq_chunk, seq_full, atol=1e-5, rtol=0)
     torch.testing.assert_close(out_chunk, out_full, atol=1e-5, rtol=0)
     assert out_full.shape == (6, 2)
@@ -218,3 +223,21 @@ def test_streaming_step_equals_the_whole_sequence():
         steps = torch.stack([snn.step(x[t]) for t in range(5)])
     assert full.shape == (5, 3, 2)
     torch.testing.assert_close(steps, full, atol=1e-5, rtol=0)
+
+
+def test_dropout_in_a_trainable_snn_shares_its_mask_over_time():
+    """Dropout stays in the training graph; in train mode a dropped unit is dropped at every one
+    of the T steps (one mask per sample), kept units are scaled by 1/(1-p); eval mode is identity."""
+    model = nn.Sequential(nn.Linear(5, 200), nn.ReLU(), nn.Dropout(0.5), nn.Linear(200, 3))
+    snn = snncompile.to_trainable(model, T=4, example_input=torch.zeros(2, 5), backend="torch")
+    assert len(snn.graph.find("dropout")) == 1
+    (drop,) = [m for m in snn.module.modules() if type(m).__name__ == "TimeSharedDropout"]
+    x = torch.rand(8, 200)  # [T*N] with T=4, N=2
+    torch.manual_seed(0)
+    y = drop(x, 4).reshape(4, 2, 200)
+    kept = (y != 0)
+    assert torch.equal(kept, kept[:1].expand_as(kept))  # the same units at every step
+    assert 0.3 < kept[0].float().mean() < 0.7
+    torch.testing.assert_close(y[kept], (x.reshape(4, 2, 200) * 2.0)[kept])
+    drop.eval()
+    assert torch.equal(drop(x, 4), x)
