@@ -64,6 +64,9 @@ def _cmd_inspect(a) -> int:
     pa = a.print_after if a.print_after is not None else "all"
     if a.passes:
         pipe = Pipeline(a.passes, print_after=pa, dump_dir=a.dump)
+    elif a.train:
+        from .trainable import training_pipeline
+        pipe = training_pipeline(neuron=a.neuron, surrogate=a.surrogate, print_after=pa, dump_dir=a.dump)
     else:
         pipe = conversion_pipeline(print_after=pa, dump_dir=a.dump)
     print(f"// {a.model}: pipeline {pipe}\n// calibration: {what}")
@@ -104,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--passes", help="pipeline spec, e.g. 'canonicalize,fold-batchnorm' (default: conversion)")
     i.add_argument("--print-after", default=None, help="'all' or comma-separated pass names (default all)")
     i.add_argument("--dump", default=None, help="write NN-pass.txt for every stage into this folder")
+    i.add_argument("--train", action="store_true", help="the direct-training pipeline (insert-surrogate) "
+                   "instead of the conversion pipeline")
+    i.add_argument("--neuron", default="lif", choices=["if", "lif"], help="with --train: the neuron")
+    i.add_argument("--surrogate", default="atan", help="with --train: the surrogate")
     i.set_defaults(fn=_cmd_inspect)
     c = sub.add_parser("compile", help="convert a model to an SNN and print it")
     c.add_argument("model")

@@ -35,3 +35,11 @@ def test_unknown_model_is_a_clear_error(capsys):
     assert main(["inspect", "no_such_model"]) == 2
     err = capsys.readouterr().err
     assert "unknown model 'no_such_model'" in err and "mnist_cnn" in err
+
+
+def test_inspect_train_prints_the_direct_training_pipeline(capsys):
+    assert main(["inspect", "mnist", "--train", "--neuron", "if", "--print-after", "insert-surrogate"]) == 0
+    out = capsys.readouterr().out
+    assert "insert-surrogate" in out and "// ----- after insert-surrogate -----" in out
+    assert out.count("if_neuron(") == 3 and "surrogate=atan" in out
+    assert "batchnorm(" in out  # BN stays for training (not folded)

@@ -241,3 +241,26 @@ def test_dropout_in_a_trainable_snn_shares_its_mask_over_time():
     torch.testing.assert_close(y[kept], (x.reshape(4, 2, 200) * 2.0)[kept])
     drop.eval()
     assert torch.equal(drop(x, 4), x)
+
+
+def test_conv_model_on_a_sequence_input_equals_its_step_by_step_run():
+    """A conv net with a LIF layer reading a [T, N, C, H, W] sequence (e.g. event frames): the
+    runtime (T folded into the batch for conv/BN/pool) equals the user's model run one step at a
+    time in plain PyTorch, and gradients reach the conv weights."""
+    from snncompile.layers import reset_states
+    torch.manual_seed(6)
+    m = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), LIF(tau=2.0, threshold=0.3),
+                      nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).eval()
+    snn = snncompile.to_trainable(m, T=6, encoding="sequence", example_input=torch.zeros(2, 2, 8, 8)).eval()
+    x = torch.rand(6, 5, 2, 8, 8) * 2.0
+    with torch.no_grad():
+        reset_states(m)
+        ref = torch.stack([m(x[t]) for t in range(6)])
+        out = snn.run_sequence(x)
+        spikes = snn.firing_rates(x)
+    assert 0.05 < next(iter(spikes.values())) < 0.95
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    snn.train()
+    snn.run_sequence(x).sum().backward()
+    conv_w = next(p for n, p in snn.named_parameters() if p.dim() == 4)
+    assert conv_w.grad is not None and conv_w.grad.abs().sum() > 0
