@@ -119,6 +119,21 @@ def test_linear_recurrent_matches_equation(bias):
     assert 0 < out.sum() < out.numel()
 
 
+def _runtime_vs_standalone(model):
+    """Run ``model`` through to_trainable (sequence, T steps) and as a standalone step loop on the
+    same input; assert equal outputs; backprop the same loss through both and return the SNN's
+    named parameters (the standalone model's grads are in its own parameters)."""
+    snn = snncompile.to_trainable(model, T=T, encoding="sequence", example_input=torch.zeros(2, 3))
+    xs = torch.randn(T, 6, 3) * 2.0
+    c = torch.randn(T, 6, 2)
+    seq = snn.run_sequence(xs)
+    (seq * c).sum().backward()
+    ref = _steps(model, xs)
+    (ref * c).sum().backward()
+    torch.testing.assert_close(seq.detach(), ref.detach(), atol=1e-6, rtol=0)
+    return dict(snn.named_parameters())
+
+
 @pytest.mark.parametrize("kind", ["elementwise", "linear"])
 def test_recurrent_runtime_equals_standalone_loop_with_gradients(kind):
     """to_trainable(sequence, T=5) of Linear -> recurrent(LIF) -> Linear: the output sequence and
@@ -126,17 +141,7 @@ def test_recurrent_runtime_equals_standalone_loop_with_gradients(kind):
     torch.manual_seed(6)
     rec = ElementwiseRecurrent(LIF(tau=2.0)) if kind == "elementwise" else LinearRecurrent(4, LIF(tau=2.0), bias=True)
     model = nn.Sequential(nn.Linear(3, 4), rec, nn.Linear(4, 2))
-    snn = snncompile.to_trainable(model, T=T, encoding="sequence", example_input=torch.zeros(2, 3))
-    xs = torch.randn(T, 6, 3) * 2.0
-    c = torch.randn(T, 6, 2)
-
-    seq = snn.run_sequence(xs)
-    (seq * c).sum().backward()
-    ref = _steps(model, xs)
-    (ref * c).sum().backward()
-    torch.testing.assert_close(seq.detach(), ref.detach(), atol=1e-6, rtol=0)
-
-    params = dict(snn.named_parameters())
+    params = _runtime_vs_standalone(model)
     pairs = [(params["module._0_weight"], model[0].weight), (params["module._2_weight"], model[2].weight)]
     if kind == "linear":
         rw = [p for k, p in params.items() if ".body." in k and p.dim() == 2]
@@ -252,16 +257,7 @@ def test_learned_layer_parameters_carry_into_the_runtime():
         model[2].neuron.leak_logit.fill_(0.37)
         model[2].neuron.threshold.fill_(0.9)
         model[3].neuron.neuron.leak_logit.fill_(1.1)
-    snn = snncompile.to_trainable(model, T=T, encoding="sequence", example_input=torch.zeros(2, 3))
-    xs = torch.randn(T, 6, 3) * 2.0
-    c = torch.randn(T, 6, 2)
-    seq = snn.run_sequence(xs)
-    (seq * c).sum().backward()
-    ref = _steps(model, xs)
-    (ref * c).sum().backward()
-    torch.testing.assert_close(seq.detach(), ref.detach(), atol=1e-6, rtol=0)
-
-    params = dict(snn.named_parameters())
+    params = _runtime_vs_standalone(model)
     by_value = {
         "synapse 1/tau logit": (model[1].filter.inv_tau_logit, [p for k, p in params.items() if "inv_tau_logit" in k]),
         "leak": (model[2].neuron.leak_logit, [p for k, p in params.items() if k.endswith("leak_logit") and ".body." not in k]),

@@ -38,20 +38,26 @@ def _batches(n, steps, batch, seed):
         yield perm[k * batch:(k + 1) * batch]
 
 
+def _train(snn, x, y, loss_fn, steps=40, lr=1e-2):
+    """``steps`` Adam steps on batches of 64 (fixed order); the loss of every step."""
+    opt = torch.optim.Adam(snn.parameters(), lr=lr)
+    losses = []
+    for idx in _batches(len(x), steps, 64, seed=0):
+        loss = loss_fn(snn.run_sequence(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def test_direct_training_loss_falls(digits):
     """40 Adam steps of surrogate-gradient BPTT (T=4, LIF, atan): the mean loss of the last 5
     steps is under half the first step's, and train accuracy ends above 80%."""
     x, y = digits
     torch.manual_seed(0)
     snn = snncompile.to_trainable(_mlp(), T=4, neuron="lif", surrogate="atan", example_input=torch.zeros(2, 1, 8, 8))
-    opt = torch.optim.Adam(snn.parameters(), lr=1e-2)
-    losses = []
-    for idx in _batches(len(x), 40, 64, seed=0):
-        loss = ce_rate_loss(snn.run_sequence(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = _train(snn, x, y, ce_rate_loss)
     assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses
     snn.eval()
     with torch.no_grad():
@@ -71,14 +77,7 @@ def test_poisson_encoded_training_loss_falls(digits):
     snn = snncompile.to_trainable(model, T=8, neuron="if", surrogate="atan", encoding="poisson",
                                   example_input=torch.zeros(2, 1, 8, 8))
     assert [e.attrs["method"] for e in snn.graph.find("encode")] == ["poisson"]
-    opt = torch.optim.Adam(snn.parameters(), lr=1e-2)
-    losses = []
-    for idx in _batches(len(x), 40, 64, seed=0):
-        loss = mse_count_loss(snn.run_sequence(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = _train(snn, x, y, mse_count_loss)
     assert sum(losses[-5:]) / 5 < 0.6 * losses[0], losses
     with torch.no_grad():
         assert accuracy_by_count(snn.eval().run_sequence(x), y) > 0.5
