@@ -16,7 +16,6 @@ opaque ops, ReLUs not yet converted. Guarantees: the graph computes the original
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 

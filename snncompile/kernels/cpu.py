@@ -5,10 +5,8 @@ step. ``cpu_neuron.c`` runs the whole T loop per block of neurons with the state
 so each step only streams ``x[t]`` in and ``s[t]`` out; blocks are spread over OpenMP threads (as
 many as ``torch.get_num_threads()``).
 
-The source is compiled on first use with the system C compiler ($CC, sysconfig's CC, cc, gcc,
-clang) into ``$SNNCOMPILE_CACHE`` (else ``$XDG_CACHE_HOME/snncompile`` or ``~/.cache/snncompile``)
-under a name hashed from the source, the flags and the CPU, so a change rebuilds it; it is written
-to a temporary name and renamed, so concurrent processes do not clash. Without a compiler (and no
+The source is compiled on first use (``cpu_build.py``: the system C compiler, the kernel cache)
+under a name hashed from the source, the flags and the CPU, so a change rebuilds it. Without a compiler (and no
 cached build) or when the build fails, ``run_cpu`` runs the torch reference and warns once.
 
 The kernel's I/O is float32: other input dtypes are converted to float32 in Python (one extra
@@ -27,13 +25,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import operator
-import os
-import platform
-import shlex
-import shutil
-import subprocess
-import sysconfig
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -43,17 +34,14 @@ import torch.nn.functional as F
 
 from ..errors import KernelError
 from ..neurons import NeuronSpec, broadcast_threshold, neuron_reference
+from .cpu_build import BASE_FLAGS, FLAG_SETS, build_library, cache_dir, cpu_id, find_compiler
 
 __all__ = ["run_cpu", "pooled_reference", "cpu_kernel_available", "load_library", "kernel_info", "find_compiler",
            "cache_dir", "reset_library_state", "BLOCK", "POOL_GROUP"]
 
 _SOURCE = Path(__file__).with_name("cpu_neuron.c")
-# Exactness needs -ffp-contract=off (no fused multiply-add) and no -ffast-math;
-# -fno-trapping-math only lets gcc if-convert (and so vectorise) the spike comparison.
-_BASE_FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-fno-fast-math", "-ffp-contract=off",
-               "-fno-trapping-math")
-# Tried in order until one builds and loads.
-_FLAG_SETS = (("-march=native", "-fopenmp"), ("-fopenmp",), ("-march=native",), ())
+_BASE_FLAGS = BASE_FLAGS
+_FLAG_SETS = FLAG_SETS  # tests narrow this to force a build failure
 _KINDS = {"if": 0, "spikingjelly": 1, "snntorch": 2}
 _RESETS = {"subtract": 0, "value": 1}
 #: Neurons per block (the T loop runs inside a block); 0 keeps the library's default (8192).
@@ -73,50 +61,12 @@ def reset_library_state() -> None:
         _state.update(lib=None, error=None, warned=False, path=None)
 
 
-def cache_dir() -> Path:
-    """Return the directory compiled kernels are cached in (``$SNNCOMPILE_CACHE`` wins)."""
-    env = os.environ.get("SNNCOMPILE_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "snncompile"
-
-
-def find_compiler() -> str | None:
-    """Return the path of a C compiler (``$CC``, sysconfig's CC, cc, gcc, clang) or None."""
-    candidates = []
-    for spec in (os.environ.get("CC"), sysconfig.get_config_var("CC")):
-        if spec:
-            try:
-                candidates.append(shlex.split(spec)[0])
-            except (ValueError, IndexError):
-                pass
-    candidates += ["cc", "gcc", "clang"]
-    for name in candidates:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def _cpu_id() -> str:
-    """What -march=native depends on: the machine and the first CPU's model and feature flags."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            first = f.read().split("\n\n")[0].splitlines()
-    except OSError:
-        first = []
-    keep = [ln.strip() for ln in first if ln.startswith(("flags", "Features", "model name"))]
-    return "|".join([platform.machine(), *keep])
-
-
 def _library_path() -> Path:
     """Where the build of this source, with these flags, for this CPU lives in the cache."""
     h = hashlib.sha256()
     h.update(_SOURCE.read_bytes())
     h.update(repr((_BASE_FLAGS, _FLAG_SETS)).encode())
-    h.update(_cpu_id().encode())
+    h.update(cpu_id().encode())
     return cache_dir() / f"cpu_neuron-{h.hexdigest()[:20]}.so"
 
 
@@ -134,39 +84,9 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
-def _build(cc: str, target: Path, source: Path | None = None, bind=None, defines: tuple[str, ...] = ()
-           ) -> ctypes.CDLL:
-    """Compile ``source`` (default: the inference kernel, with ``-D`` ``defines``) into ``target``
-    (atomically) and load it with ``bind`` (default: the inference kernel's); raise KernelError
-    on failure."""
-    source = _SOURCE if source is None else source
-    bind = _bind if bind is None else bind
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise KernelError(f"cannot create the kernel cache directory {target.parent} ({e}); "
-                          "set SNNCOMPILE_CACHE to a writable directory") from None
-    errors = []
-    for extra in _FLAG_SETS:
-        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{source.stem}-", suffix=".so", dir=target.parent)
-        os.close(fd)
-        cmd = [cc, *_BASE_FLAGS, *extra, *(f"-D{d}" for d in defines), str(source), "-o", tmp, "-lm"]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-            if proc.returncode != 0:
-                errors.append(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-400:]}")
-                continue
-            lib = bind(ctypes.CDLL(tmp))
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, target)  # atomic: readers see the old file or the whole new one
-            return lib
-        except (OSError, subprocess.SubprocessError, AttributeError) as e:
-            errors.append(f"`{' '.join(cmd)}`: {e}")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    raise KernelError(f"building the CPU neuron kernel failed ({source.name}; check the compiler works, or set "
-                      "CC to another one): " + " | ".join(errors)[-1500:])
+def _build(cc: str, target: Path) -> ctypes.CDLL:
+    """Compile the inference kernel into ``target`` and load it (KernelError on failure)."""
+    return build_library(cc, target, _SOURCE, _bind, (), _FLAG_SETS)
 
 
 def load_library() -> ctypes.CDLL | None:

@@ -20,7 +20,7 @@ import torch
 from ..errors import KernelError
 from ..neurons import NeuronSpec, broadcast_threshold
 from ..surrogate import get_surrogate
-from . import cpu as _cpu
+from . import cpu_build
 
 __all__ = ["train_cpu", "train_library", "TRAIN_SOURCE"]
 
@@ -55,9 +55,9 @@ def train_library(surrogate: str) -> ctypes.CDLL | None:
             return _libs[define]
         h = hashlib.sha256()
         h.update(TRAIN_SOURCE.read_bytes())
-        h.update(repr((_cpu._BASE_FLAGS, _cpu._FLAG_SETS, define)).encode())
-        h.update(_cpu._cpu_id().encode())
-        target = _cpu.cache_dir() / f"cpu_neuron_train-{h.hexdigest()[:20]}.so"
+        h.update(repr((cpu_build.BASE_FLAGS, cpu_build.FLAG_SETS, define)).encode())
+        h.update(cpu_build.cpu_id().encode())
+        target = cpu_build.cache_dir() / f"cpu_neuron_train-{h.hexdigest()[:20]}.so"
         lib = None
         try:
             if target.exists():
@@ -66,10 +66,10 @@ def train_library(surrogate: str) -> ctypes.CDLL | None:
                 except (OSError, AttributeError):
                     lib = None
             if lib is None:
-                cc = _cpu.find_compiler()
+                cc = cpu_build.find_compiler()
                 if cc is None:
                     raise KernelError("no C compiler found: install gcc or clang, or set CC")
-                lib = _cpu._build(cc, target, TRAIN_SOURCE, _bind, (define,))
+                lib = cpu_build.build_library(cc, target, TRAIN_SOURCE, _bind, (define,))
         except (KernelError, OSError) as e:
             _errors[define] = str(e)
             lib = None
