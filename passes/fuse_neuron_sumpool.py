@@ -3,9 +3,12 @@
 The spike tensor of an early layer is the largest tensor of the SNN ([T*N, C, H, W]); writing it
 and reading it back for the pool costs as much as the convolutions on a CPU. Fused, the neuron
 writes the window sums directly (``if_neuron ... sumpool=k``), which are exact integer counts.
-Requires: relu-to-if has run. Guarantees: the same values reach the pool's readers; the neuron's
-membrane evolves exactly as before (neurons in rows a floor pool drops are still simulated;
-firing rates of a fused layer count the neurons the pool reads).
+Requires: relu-to-if (or insert-surrogate) has run. Guarantees: the same values reach the pool's
+readers; the neuron's membrane evolves exactly as before (neurons in rows a floor pool drops are
+still simulated; firing rates of a fused layer count the neurons the pool reads). With
+``avgpool=True`` (the training pipeline, where average pools stay) a k x k, stride-k average pool
+is fused too: the neuron sums and a ``mul_const`` of 1/k^2 takes the pool's place; in training,
+the CPU kernels then never write the spikes and fold the pool's backward into BPTT.
 """
 from __future__ import annotations
 
@@ -25,11 +28,13 @@ def _square(v):
 
 @register_pass("fuse-neuron-sumpool")
 class FuseNeuronSumpool:
-    """No options."""
+    """Option: ``avgpool`` (also fuse k x k, stride-k average pools, as sum pool + 1/k^2)."""
+
+    avgpool: bool = False
 
     def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
         for pool in list(graph.nodes):
-            if pool.op != "sumpool2d":
+            if pool.op != "sumpool2d" and not (self.avgpool and pool.op == "avgpool2d" and _plain_avg(pool)):
                 continue
             neuron = pool.inputs[0]
             if neuron.op not in NEURON_OPS or single_user(graph, neuron) is not pool or neuron.attrs.get("sumpool"):
@@ -40,9 +45,18 @@ class FuseNeuronSumpool:
                 continue
             neuron.attrs["sumpool"] = k
             neuron.meta["shape"] = pool.shape
-            neuron.meta["fused"] = f"sumpool2d %{pool.id}"
-            graph.bypass(pool)
+            neuron.meta["fused"] = f"{pool.op} %{pool.id}"
+            if pool.op == "avgpool2d":
+                pool.op, pool.attrs = "mul_const", {"value": 1.0 / (k * k)}
+            else:
+                graph.bypass(pool)
         return graph
+
+
+def _plain_avg(pool) -> bool:
+    """An average pool that is a window sum times 1/k^2: no ceil mode, no divisor override
+    (padding is refused with the sum pools' rule)."""
+    return not pool.attrs.get("ceil_mode") and pool.attrs.get("divisor_override") is None
 
 
 def _pad(p):

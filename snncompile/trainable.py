@@ -42,6 +42,9 @@ def training_pipeline(*, neuron: str = "lif", surrogate: str = "atan", alpha: fl
         # the layers before the first neuron see the same image every step: run them once
         # (batch norm's batch statistics are the same over N as over T*N copies)
         passes.append(get_pass("hoist-static"))
+    # a neuron and the k x k average pool reading its spikes become one op: on the CPU the
+    # training kernels then never store the spikes and fold the pool's backward into BPTT
+    passes.append(get_pass("fuse-neuron-sumpool", avgpool=True))
     return Pipeline(passes, **instruments)
 
 

@@ -343,10 +343,8 @@ def _run_cpu_sumpool(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None
             raise KernelError("out= is for inference; call run_cpu without out when autograd "
                               "needs a graph (or under torch.no_grad())")
         from .cpu_train import train_cpu
-        res = train_cpu(x, threshold, spec, T, v)
-        if res is not None:
-            return _sum_pool(res[0], k), res[1]
-        return pooled_reference(x, threshold, spec, T, v, sumpool=k)
+        res = train_cpu(x, threshold, spec, T, v, sumpool=k)
+        return res if res is not None else pooled_reference(x, threshold, spec, T, v, sumpool=k)
     if out is not None and (tuple(out.shape) != out_shape or out.dtype != x.dtype
                             or not out.is_contiguous()):
         raise KernelError(f"out must be a contiguous {x.dtype} tensor of shape {list(out_shape)} "

@@ -39,6 +39,13 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.snn_train_backward_f32.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, c_int, c_int,
                                            c_int, c_int, c_int, f32, f32, f32, f32, f32, f32, c_int]
     lib.snn_train_backward_f32.restype = c_int
+    lib.snn_train_forward_pool_f32.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, c_int,
+                                               c_int, c_int, f32, f32, f32, f32, f32, c_int]
+    lib.snn_train_forward_pool_f32.restype = c_int
+    lib.snn_train_backward_pool_f32.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64,
+                                                c_int, c_int, c_int, c_int, c_int, f32, f32, f32, f32, f32, f32,
+                                                c_int]
+    lib.snn_train_backward_pool_f32.restype = c_int
     return lib
 
 
@@ -104,27 +111,35 @@ def _params(spec: NeuronSpec) -> tuple[float, ...]:
 
 class _CpuNeuronFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, theta, v, spec, T, lib):
+    def forward(ctx, x, theta, v, spec, T, lib, k):
         static = spec.input_kind == "static"
         step_shape = tuple(x.shape) if static else tuple(x.shape[1:])
         th = broadcast_threshold(theta, step_shape).detach().reshape(-1).contiguous().float()
         M, inner = _layout(step_shape, th.numel())
         xf = x.detach().contiguous()
         vf = None if v is None else v.detach().float().expand(step_shape).contiguous()
-        spikes = torch.empty((T,) + step_shape, dtype=torch.float32)
         h = torch.empty((T,) + step_shape, dtype=torch.float32)
         v_out = torch.empty(step_shape, dtype=torch.float32)
         kind = _KINDS["if" if spec.kind == "if" else spec.form]
-        rc = lib.snn_train_forward_f32(
-            _ptr(xf), _ptr(spikes), _ptr(h), _ptr(vf), _ptr(v_out), _ptr(th), th.numel(), inner, M, T, kind,
-            0 if spec.reset == "subtract" else 1, int(static), *_params(spec), max(1, torch.get_num_threads()))
+        reset, threads = 0 if spec.reset == "subtract" else 1, max(1, torch.get_num_threads())
+        if k is None:
+            out = torch.empty((T,) + step_shape, dtype=torch.float32)
+            rc = lib.snn_train_forward_f32(
+                _ptr(xf), _ptr(out), _ptr(h), _ptr(vf), _ptr(v_out), _ptr(th), th.numel(), inner, M, T, kind,
+                reset, int(static), *_params(spec), threads)
+        else:
+            N, C, H, W = step_shape
+            out = torch.empty((T, N, C, H // k, W // k), dtype=torch.float32)
+            rc = lib.snn_train_forward_pool_f32(
+                _ptr(xf), _ptr(out), _ptr(h), _ptr(vf), _ptr(v_out), _ptr(th), th.numel(), N * C, H, W, k, T,
+                kind, reset, int(static), *_params(spec), threads)
         if rc != 0:
-            raise KernelError(f"the CPU training kernel rejected its arguments (code {rc})")
+            raise KernelError(f"the CPU training kernel failed (code {rc}: -1 bad arguments, -2 out of memory)")
         ctx.save_for_backward(h, th)
-        ctx.spec, ctx.lib, ctx.T, ctx.M, ctx.inner = spec, lib, T, M, inner
+        ctx.spec, ctx.lib, ctx.T, ctx.M, ctx.inner, ctx.k = spec, lib, T, M, inner, k
         ctx.step_shape, ctx.has_v, ctx.theta_shape = step_shape, v is not None, theta.shape
         ctx.v_shape = None if v is None else v.shape
-        return spikes, v_out
+        return out, v_out
 
     @staticmethod
     def backward(ctx, g_spikes, g_v):
@@ -144,26 +159,32 @@ class _CpuNeuronFunction(torch.autograd.Function):
         else:
             kind = _KINDS["if" if spec.kind == "if" else spec.form]
             alpha = get_surrogate(spec.surrogate).default_alpha if spec.alpha is None else float(spec.alpha)
-            rc = ctx.lib.snn_train_backward_f32(
-                _ptr(gs), _ptr(gvo), _ptr(h), _ptr(th), _ptr(gx), _ptr(gv), _ptr(gth), th.numel(), ctx.inner, M, T,
-                kind, 0 if spec.reset == "subtract" else 1, int(static), int(ctx.has_v), int(spec.detach_reset),
-                *_params(spec), alpha, max(1, torch.get_num_threads()))
+            common = (kind, 0 if spec.reset == "subtract" else 1, int(static), int(ctx.has_v), int(spec.detach_reset),
+                      *_params(spec), alpha, max(1, torch.get_num_threads()))
+            ptrs = (_ptr(gs), _ptr(gvo), _ptr(h), _ptr(th), _ptr(gx), _ptr(gv), _ptr(gth), th.numel())
+            if ctx.k is None:
+                rc = ctx.lib.snn_train_backward_f32(*ptrs, ctx.inner, M, T, *common)
+            else:
+                N, C, H, W = step_shape
+                rc = ctx.lib.snn_train_backward_pool_f32(*ptrs, N * C, H, W, ctx.k, T, *common)
             if rc != 0:
-                raise KernelError(f"the CPU training kernel rejected its arguments (code {rc})")
+                raise KernelError(f"the CPU training kernel failed (code {rc}: -1 bad arguments, -2 out of memory)")
         if gth is not None:
             n = th.numel()
             gth = (gth.reshape(-1, n, ctx.inner).sum(dim=(0, 2)) if n > 1 else gth.sum()).reshape(ctx.theta_shape)
         if gv is not None and ctx.v_shape is not None and tuple(ctx.v_shape) != step_shape:
             gv = gv.sum_to_size(ctx.v_shape)
-        return gx, gth, gv, None, None, None
+        return gx, gth, gv, None, None, None, None
 
 
-def train_cpu(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None, v: torch.Tensor | None
-              ) -> tuple[torch.Tensor, torch.Tensor] | None:
+def train_cpu(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None, v: torch.Tensor | None,
+              sumpool: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Run one neuron layer with the C training kernels as one autograd node.
 
     Same contract as ``neuron_reference`` (spikes ``[T, N, ...]``, final v fp32) for a spec with
-    a surrogate and fp32 CPU tensors; returns None when the kernels do not apply here (no
+    a surrogate and fp32 CPU tensors; with ``sumpool=k`` (steps ``[N, C, H, W]``) the spikes'
+    k x k, stride-k window sums ``[T, N, C, H//k, W//k]`` instead, the spike tensor never
+    written (as ``pooled_reference``). Returns None when the kernels do not apply here (no
     surrogate, other dtypes, no compiler), so the caller runs the reference.
     """
     if spec.surrogate is None or x.dtype != torch.float32 or x.device.type != "cpu":
@@ -177,7 +198,11 @@ def train_cpu(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None, v: to
         T = int(T)
     else:
         T = x.shape[0]
+    if sumpool is not None:
+        step = tuple(x.shape) if spec.input_kind == "static" else tuple(x.shape[1:])
+        if len(step) != 4 or step[2] < sumpool or step[3] < sumpool:
+            return None
     lib = train_library(spec.surrogate)
     if lib is None:
         return None
-    return _CpuNeuronFunction.apply(x, theta, v, spec, T, lib)
+    return _CpuNeuronFunction.apply(x, theta, v, spec, T, lib, sumpool)

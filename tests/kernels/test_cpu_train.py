@@ -70,6 +70,7 @@ def test_fused_sumpool_under_autograd_pools_the_training_kernel_spikes():
     spec = NeuronSpec(kind="if", surrogate="atan", input_kind="static")
     x = torch.randn(2, 3, 6, 6, requires_grad=True)
     p, _ = run_neuron(x, torch.tensor(0.7), spec, 3, None, "cpu", sumpool=2)
+    assert type(p.grad_fn).__name__ == "_CpuNeuronFunctionBackward"  # the fused training kernel
     s_ref, _ = neuron_reference(x, torch.tensor(0.7), spec, 3)
     p_ref = torch.nn.functional.avg_pool2d(s_ref.reshape(6, 3, 6, 6), 2, 2, divisor_override=1).reshape(3, 2, 3, 3, 3)
     assert torch.equal(p, p_ref)
@@ -116,3 +117,27 @@ def test_a_failed_training_build_falls_back_to_the_reference(monkeypatch, tmp_pa
     s, _ = run_neuron(x, torch.tensor(1.0), spec, 3, None, "cpu")  # the reference instead
     assert type(s.grad_fn).__name__ != "_CpuNeuronFunctionBackward"
     assert torch.equal(s, neuron_reference(x, torch.tensor(1.0), spec)[0])
+
+
+@pytest.mark.parametrize("family,reset,static,per_channel,has_v,k,hw", [
+    (f, r, st, pc, hv, k, hw) for f in _FAMILIES for r in ("subtract", "value") for st in (False, True)
+    for pc, hv in ((False, False), (True, True)) for k, hw in ((2, (6, 7)), (3, (5, 5)))])
+def test_pooled_training_kernel_matches_pooled_reference(family, reset, static, per_channel, has_v, k, hw):
+    """The neuron fused with a k x k sum pool (floor: a 7-wide plane with k=2 drops a column, which
+    must still be simulated and get no pooled gradient): window sums and v bit for bit, gradients
+    to float rounding, against neuron_reference + avg_pool2d(divisor_override=1)."""
+    from snncompile.kernels.cpu import pooled_reference
+    kind, form = family
+    spec = NeuronSpec(kind=kind, form=form, reset=reset, input_kind="static" if static else "sequence",
+                      surrogate="atan", v_init=0.3, v_reset=-0.1, tau=2.5, beta=0.8)
+    gen = torch.Generator().manual_seed(11)
+    T, shape = 4, (2, 3) + hw
+    x = (1.2 * torch.randn(shape if static else (T,) + shape, generator=gen)).requires_grad_()
+    th = (torch.rand(3, generator=gen) + 0.5 if per_channel else torch.tensor(1.0)).requires_grad_()
+    v = (0.5 * torch.randn(shape, generator=gen)).requires_grad_() if has_v else None
+    ref = _grads(lambda *a: pooled_reference(*a, sumpool=k), x, th, v, spec, T)
+    got = _grads(lambda *a: train_cpu(*a, sumpool=k), x, th, v, spec, T)
+    assert got[0].shape == (T, 2, 3, hw[0] // k, hw[1] // k)
+    assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])
+    for a, b in zip(ref[2], got[2]):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()) + 1e-6)

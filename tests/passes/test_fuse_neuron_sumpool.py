@@ -47,3 +47,29 @@ def test_floor_pool_is_fused_and_the_outputs_stay_exact():
     unfused = snncompile.compile(model, x, T=8, backend="torch", pipeline=pipe)
     with torch.no_grad():
         assert torch.equal(snn(x, return_all_steps=True), unfused(x, return_all_steps=True))
+
+
+def test_training_pipeline_fuses_average_pools_and_trains_the_same():
+    """In the training pipeline (avgpool=True) a neuron + 2x2 average pool becomes the neuron
+    with sumpool=2 and a mul_const of 1/4; outputs equal the unfused SNN exactly and gradients to
+    float rounding, on both the torch reference and the C training kernels."""
+    model = _net(nn.AvgPool2d(2), 4 * 2 * 2)
+    x = torch.rand(6, 1, 10, 10)
+    unfused_pipe = snncompile.training_pipeline().remove("fuse-neuron-sumpool")
+    for backend in ("torch", "cpu"):
+        snn = snncompile.to_trainable(model, T=4, example_input=x, backend=backend)
+        (fused,) = [n for n in snn.graph.find("lif_neuron") if n.attrs.get("sumpool")]
+        (scale,) = snn.graph.users(fused)
+        assert scale.op == "mul_const" and scale.attrs["value"] == 0.25 and not snn.graph.find("avgpool2d")
+        assert 0 < max(snn.firing_rates(x * 4.0).values()) < 1  # the fused layer spikes
+        ref = snncompile.to_trainable(model, T=4, example_input=x, backend=backend, pipeline=unfused_pipe)
+        assert ref.graph.find("avgpool2d")
+        outs, grads = [], []
+        for m in (snn, ref):
+            seq = m.run_sequence(x * 4.0)
+            seq.sum().backward()
+            outs.append(seq.detach())
+            grads.append([p.grad for p in m.parameters()])
+        assert torch.equal(outs[0], outs[1])
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
