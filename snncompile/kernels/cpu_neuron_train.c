@@ -197,9 +197,15 @@ fwd_pool_plane(const float *restrict x, float *restrict pooled, float *restrict 
         fwd_step(is_static ? x + i0 : x + t * M + i0, sb, h + t * M + i0, v, th, HW, p, kind,
                  reset);
         float *restrict out = pooled + (t * P + q) * Ho * Wo;
-        for (int64_t o = 0; o < Ho * Wo; o++) out[o] = 0.0f;
-        for (int64_t y = 0; y < Ho * k; y++)
-            for (int64_t c = 0; c < Wo * k; c++) out[(y / k) * Wo + c / k] += sb[y * W + c];
+        for (int64_t oy = 0; oy < Ho; oy++) {
+            float *restrict orow = out + oy * Wo;
+            for (int64_t ox = 0; ox < Wo; ox++) orow[ox] = 0.0f;
+            for (int64_t ky = 0; ky < k; ky++) {
+                const float *restrict srow = sb + (oy * k + ky) * W;
+                for (int64_t ox = 0; ox < Wo; ox++)
+                    for (int64_t kx = 0; kx < k; kx++) orow[ox] += srow[ox * k + kx];
+            }
+        }
     }
     for (int64_t j = 0; j < HW; j++) v_out[i0 + j] = v[j];
 }
@@ -220,8 +226,12 @@ bwd_pool_plane(const float *restrict gpooled, const float *restrict gvo, const f
     for (int64_t t = T - 1; t >= 0; t--) {
         if (gpooled) {
             const float *restrict g = gpooled + (t * P + q) * Ho * Wo;
-            for (int64_t y = 0; y < Ho * k; y++)
-                for (int64_t c = 0; c < Wo * k; c++) gsb[y * W + c] = g[(y / k) * Wo + c / k];
+            for (int64_t oy = 0; oy < Ho; oy++)
+                for (int64_t ky = 0; ky < k; ky++) {
+                    float *restrict grow = gsb + (oy * k + ky) * W;
+                    for (int64_t ox = 0; ox < Wo; ox++)
+                        for (int64_t kx = 0; kx < k; kx++) grow[ox * k + kx] = g[oy * Wo + ox];
+                }
         }
         bwd_step(h + t * M + i0, gpooled ? gsb : NULL, (gx && !is_static) ? gx + t * M + i0 : NULL,
                  gxs, gv, gt, th, HW, p, keep, kind, reset, is_static);
