@@ -263,3 +263,19 @@ def test_conv_model_on_a_sequence_input_equals_its_step_by_step_run():
     snn.run_sequence(x).sum().backward()
     conv_w = next(p for n, p in snn.named_parameters() if p.dim() == 4)
     assert conv_w.grad is not None and conv_w.grad.abs().sum() > 0
+
+
+def test_to_trainable_errors_say_what_to_do():
+    """A conv model with no input_shape needs example_input; a bad encoding or readout names the
+    choices; a non-module is refused."""
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+    with pytest.raises(ConfigError, match="example_input="):
+        snncompile.to_trainable(conv, T=2)
+    mlp = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))  # first Linear: shape inferred
+    assert snncompile.to_trainable(mlp, T=2).graph.inputs[0].shape == (None, 4)
+    with pytest.raises(ConfigError, match="'direct', 'poisson' or 'sequence'"):
+        snncompile.to_trainable(mlp, T=2, encoding="rate")
+    with pytest.raises(ConfigError, match="'mean' or 'last'"):
+        snncompile.to_trainable(mlp, T=2, readout="max")
+    with pytest.raises(ConfigError, match="torch.nn.Module"):
+        snncompile.to_trainable(lambda x: x, T=2)
