@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import snncompile
+from nets import Concat, Residual, rand_bn
 
 # Measured on these nets (seed 0, 32 samples, CPU, torch backend): err256 is 0.0011-0.0074
 # (the residual net is the largest; err16 there is 0.11-0.14); err16/err256 is 14-19.
@@ -23,15 +24,6 @@ MIN_IMPROVEMENT = 2.0
 T_SHORT, T_LONG = 16, 256
 
 
-def _rand_bn(bn):
-    with torch.no_grad():
-        bn.running_mean.uniform_(-0.3, 0.3)
-        bn.running_var.uniform_(0.5, 2.0)
-        bn.weight.uniform_(0.5, 1.5)
-        bn.bias.uniform_(-0.2, 0.3)
-    return bn
-
-
 class ConvBnAvgpool(nn.Module):
     """(a) conv-BN-ReLU-avgpool-conv-ReLU-flatten-linear."""
 
@@ -40,7 +32,7 @@ class ConvBnAvgpool(nn.Module):
     def __init__(self):
         super().__init__()
         self.c1 = nn.Conv2d(2, 6, 3, padding=1)
-        self.bn = _rand_bn(nn.BatchNorm2d(6))
+        self.bn = rand_bn(nn.BatchNorm2d(6))
         self.pool = nn.AvgPool2d(2)
         self.c2 = nn.Conv2d(6, 8, 3)
         self.fc = nn.Linear(8 * 2 * 2, 5)
@@ -58,7 +50,7 @@ class MLP(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 16), _rand_bn(nn.BatchNorm1d(16)),
+        self.net = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 16), rand_bn(nn.BatchNorm1d(16)),
                                  nn.ReLU(), nn.Linear(16, 4))
 
     def forward(self, x):
@@ -92,46 +84,6 @@ class VGGLike(nn.Module):
 
     def forward(self, x):
         return self.net(x)
-
-
-class Residual(nn.Module):
-    """(d) relu(x + conv(relu(bn(conv(x))))) with x itself a ReLU output."""
-
-    shape = (2, 8, 8)
-
-    def __init__(self):
-        super().__init__()
-        self.c0 = nn.Conv2d(2, 6, 3, padding=1)
-        self.c1 = nn.Conv2d(6, 6, 3, padding=1)
-        self.bn1 = _rand_bn(nn.BatchNorm2d(6))
-        self.c2 = nn.Conv2d(6, 6, 3, padding=1)
-        self.fc = nn.Linear(6 * 8 * 8, 4)
-
-    def forward(self, x):
-        x = F.relu(self.c0(x))
-        y = self.c2(F.relu(self.bn1(self.c1(x))))
-        x = F.relu(x + y)
-        return self.fc(torch.flatten(x, 1))
-
-
-class Concat(nn.Module):
-    """(e) two conv branches (3x3 and 1x1) concatenated, then conv."""
-
-    shape = (2, 8, 8)
-
-    def __init__(self):
-        super().__init__()
-        self.c0 = nn.Conv2d(2, 4, 3, padding=1)
-        self.a = nn.Conv2d(4, 4, 3, padding=1)
-        self.b = nn.Conv2d(4, 3, 1)
-        self.c = nn.Conv2d(7, 6, 3)
-        self.fc = nn.Linear(6 * 6 * 6, 4)
-
-    def forward(self, x):
-        x = F.relu(self.c0(x))
-        x = torch.cat([F.relu(self.a(x)), F.relu(self.b(x))], 1)
-        x = F.relu(self.c(x))
-        return self.fc(torch.flatten(x, 1))
 
 
 class ConcatThenRelu(nn.Module):

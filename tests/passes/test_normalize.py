@@ -5,63 +5,23 @@ import pytest
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 
 import snncompile
 from snncompile import PassContext, Pipeline
 from snncompile.emit import emit, run_graph
 from snncompile.errors import CalibrationError, ConfigError, UnsupportedOpError
 
+from nets import Concat, Residual, rand_bn
+
 FUNC_RTOL = 1e-4  # normalized vs original ANN, relative to the output's magnitude
 MAX_TOL = 1e-5    # each ReLU's max over the calibration data is 1 within this
 
 
-def _rand_bn(bn):
-    with torch.no_grad():
-        bn.running_mean.uniform_(-0.3, 0.3)
-        bn.running_var.uniform_(0.5, 2.0)
-        bn.weight.uniform_(0.5, 1.5)
-        bn.bias.uniform_(-0.2, 0.3)
-    return bn
-
-
 def _cnn():
     return nn.Sequential(
-        nn.Conv2d(2, 6, 3, padding=1), _rand_bn(nn.BatchNorm2d(6)), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Conv2d(2, 6, 3, padding=1), rand_bn(nn.BatchNorm2d(6)), nn.ReLU(), nn.AvgPool2d(2),
         nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(8 * 2 * 2, 12), _rand_bn(nn.BatchNorm1d(12)), nn.ReLU(), nn.Linear(12, 5)).eval()
-
-
-class Residual(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c0 = nn.Conv2d(2, 6, 3, padding=1)
-        self.c1 = nn.Conv2d(6, 6, 3, padding=1)
-        self.bn1 = _rand_bn(nn.BatchNorm2d(6))
-        self.c2 = nn.Conv2d(6, 6, 3, padding=1)
-        self.fc = nn.Linear(6 * 8 * 8, 4)
-
-    def forward(self, x):
-        x = F.relu(self.c0(x))
-        y = self.c2(F.relu(self.bn1(self.c1(x))))
-        x = F.relu(x + y)
-        return self.fc(torch.flatten(x, 1))
-
-
-class Concat(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c0 = nn.Conv2d(2, 4, 3, padding=1)
-        self.a = nn.Conv2d(4, 4, 3, padding=1)
-        self.b = nn.Conv2d(4, 3, 1)
-        self.c = nn.Conv2d(7, 6, 3)
-        self.fc = nn.Linear(6 * 6 * 6, 4)
-
-    def forward(self, x):
-        x = F.relu(self.c0(x))
-        x = torch.cat([F.relu(self.a(x)), F.relu(self.b(x))], 1)
-        x = F.relu(self.c(x))
-        return self.fc(torch.flatten(x, 1))
+        nn.Flatten(), nn.Linear(8 * 2 * 2, 12), rand_bn(nn.BatchNorm1d(12)), nn.ReLU(), nn.Linear(12, 5)).eval()
 
 
 def _normalize(model, x, spec="mode=max", granularity="layer"):
