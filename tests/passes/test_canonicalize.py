@@ -10,20 +10,9 @@ from snncompile import run_graph, trace
 from snncompile.ir import Graph
 from snncompile.pipeline import Pipeline
 
+from graph_text import golden, plain
+
 TOL = 1e-5
-
-
-def plain(graph: Graph) -> str:
-    """The printed graph without source locations and column padding: ``%1 = op(%0) attrs # [N,..]``."""
-    lines = []
-    for n in graph:
-        body, _, tail = n.format().partition(" # ")
-        lines.append(" ".join(body.split()) + " # " + tail.split()[-1])
-    return "\n".join(lines)
-
-
-def golden(text: str) -> str:
-    return "\n".join(" ".join(line.split()) for line in text.strip().splitlines())
 
 
 def canonicalize(model: nn.Module, x: torch.Tensor, spec: str = "canonicalize") -> tuple[Graph, Graph]:

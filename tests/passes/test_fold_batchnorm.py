@@ -9,6 +9,8 @@ from snncompile import run_graph, trace
 from snncompile.ir import Graph
 from snncompile.pipeline import Pipeline
 
+from graph_text import golden, plain
+
 TOL = 1e-5
 
 
@@ -24,19 +26,6 @@ def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
                     m.weight.copy_(torch.randn(m.weight.shape, generator=g))
                     m.bias.copy_(torch.randn(m.bias.shape, generator=g))
     return model.eval()
-
-
-def plain(graph: Graph) -> str:
-    """The printed graph without source locations and column padding."""
-    lines = []
-    for n in graph:
-        body, _, tail = n.format().partition(" # ")
-        lines.append(" ".join(body.split()) + " # " + tail.split()[-1])
-    return "\n".join(lines)
-
-
-def golden(text: str) -> str:
-    return "\n".join(" ".join(line.split()) for line in text.strip().splitlines())
 
 
 def fold(model: nn.Module, x: torch.Tensor) -> tuple[Graph, Graph]:
