@@ -197,6 +197,13 @@ class LinearRecurrent(_Recurrent):
     def feedback(self, y: torch.Tensor) -> torch.Tensor:
         return F.linear(y, self.weight, self.bias)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One step: ``y_t = neuron(x_t + W y_{t-1} + b)``; ``x_t`` must be ``[N, features]``."""
+        if x.dim() != 2 or x.shape[1] != self.features:
+            raise ConfigError(f"LinearRecurrent({self.features}) takes [N, {self.features}] inputs, got "
+                              f"{list(x.shape)}; put nn.Linear(in_features, {self.features}) in front of it")
+        return super().forward(x)
+
     def _feedback_node(self, g, y, shape):
         if shape is None or len(shape) != 2 or shape[1] != self.features:
             raise ConfigError(f"LinearRecurrent({self.features}) needs [N, {self.features}] inputs, got {shape}")

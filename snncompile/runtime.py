@@ -89,6 +89,7 @@ class SpikingModule(nn.Module):
                                   f"but T={T} was asked for")
             T = x.shape[0]
         T = int(T or self.T)
+        self._check_step_shape(x)
         outs = []
         batch_dim = 1 if self.sequence_input else 0
         # training keeps every activation for backward anyway, and batch norm needs the whole
@@ -99,6 +100,18 @@ class SpikingModule(nn.Module):
             self._reset_membranes()
             outs.append(self.module(xc, T))
         return torch.cat(outs, dim=1)
+
+    def _check_step_shape(self, x: torch.Tensor) -> None:
+        """ConfigError when one sample of ``x`` does not have the shape the graph was traced with
+        (a wrong input would otherwise fail deep inside a layer with a bare torch message)."""
+        inp = self.graph.inputs[0] if self.graph.inputs else None
+        want = tuple(inp.shape[1:]) if inp is not None and inp.shape is not None else None
+        got = tuple(x.shape[2:] if self.sequence_input else x.shape[1:])
+        if want is not None and got != want:
+            lead = "[T, N, " if self.sequence_input else "[N, "
+            raise ConfigError(f"this SNN was traced for inputs {lead}{', '.join(map(str, want))}] but got "
+                              f"{list(x.shape)}; pass inputs of the traced shape (or trace/compile the model "
+                              "again with an example of the new shape)")
 
     def _reset_membranes(self) -> None:
         for m in self._stateful():
@@ -123,7 +136,9 @@ class SpikingModule(nn.Module):
         averaged over the steps since the last ``reset()``."""
         if self._step_sum is not None and self._step_sum.shape[0] != x_t.shape[0]:
             self.reset()  # a new batch size is a new stream
-        out = self.module(x_t.unsqueeze(0) if self.sequence_input else x_t, 1)[0]
+        x_in = x_t.unsqueeze(0) if self.sequence_input else x_t
+        self._check_step_shape(x_in)
+        out = self.module(x_in, 1)[0]
         if self.readout_mode == "last":
             self._step_sum, self._step_count = out, 1
             return out

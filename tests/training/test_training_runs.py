@@ -279,3 +279,20 @@ def test_to_trainable_errors_say_what_to_do():
         snncompile.to_trainable(mlp, T=2, readout="max")
     with pytest.raises(ConfigError, match="torch.nn.Module"):
         snncompile.to_trainable(lambda x: x, T=2)
+
+
+def test_wrong_input_shapes_are_config_errors_that_say_what_to_do():
+    """An SNN given samples of another shape than it was traced with, and a LinearRecurrent fed
+    the wrong width, fail with messages naming the shapes and the fix (not torch's mat1/mat2)."""
+    m = nn.Sequential(nn.Linear(3, 8), LinearRecurrent(8, LIF(beta=0.5)), nn.Linear(8, 2))
+    snn = snncompile.to_trainable(m, T=3, encoding="sequence", example_input=torch.zeros(2, 3))
+    with pytest.raises(ConfigError, match=r"traced for inputs \[T, N, 3\] but got \[3, 2, 5\]"):
+        snn.run_sequence(torch.zeros(3, 2, 5))
+    with pytest.raises(ConfigError, match=r"traced for inputs"):
+        snn.step(torch.zeros(2, 5))
+    img = snncompile.to_trainable(_mlp(), T=2, example_input=torch.zeros(2, 1, 8, 8))
+    with pytest.raises(ConfigError, match=r"traced for inputs \[N, 1, 8, 8\]"):
+        img(torch.zeros(4, 1, 28, 28))
+    bad = nn.Sequential(nn.Linear(3, 6), LinearRecurrent(8, LIF(beta=0.5)), nn.Linear(8, 2))
+    with pytest.raises(snncompile.errors.TraceError, match=r"LinearRecurrent\(8\) takes \[N, 8\] inputs, got \[2, 6\]"):
+        snncompile.to_trainable(bad, T=3, encoding="sequence", example_input=torch.zeros(2, 3))
