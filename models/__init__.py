@@ -107,7 +107,7 @@ def get_model(name: str, pretrained: bool = False) -> nn.Module:
         if not path.is_file():
             raise FileNotFoundError(
                 f"checkpoint {path} not found; train it with "
-                f"`python -m snncompile.models.train {name}`"
+                f"`python -m snncompile.recipes.train {name}`"
             )
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

@@ -88,7 +88,7 @@ def test_pretrained_mnist_cnn_accuracy() -> None:
 
     path = checkpoint_path("mnist_cnn")
     assert path is not None and path.is_file(), (
-        f"missing {path}; run `python -m snncompile.models.train mnist_cnn`"
+        f"missing {path}; run `python -m snncompile.recipes.train mnist_cnn`"
     )
     model = get_model("mnist_cnn", pretrained=True)
     assert all(v.dtype == torch.float32 for v in model.state_dict().values()
@@ -103,7 +103,7 @@ def test_missing_checkpoint_error_names_training_command(tmp_path, monkeypatch) 
     import snncompile.models as zoo
 
     monkeypatch.setattr(zoo, "CHECKPOINT_DIR", tmp_path)
-    with pytest.raises(FileNotFoundError, match="snncompile.models.train vgg_mnist"):
+    with pytest.raises(FileNotFoundError, match="snncompile.recipes.train vgg_mnist"):
         zoo.get_model("vgg_mnist", pretrained=True)
     with pytest.raises(ValueError):
         zoo.get_model("resnet18", pretrained=True)

@@ -1,7 +1,7 @@
 """Hybrid: convert the trained MNIST CNN (snncompile.compile), then fine-tune the converted SNN
 with surrogate gradients at T=4 (the converted weights are the start).
 
-    python -m snncompile.models.finetune_hybrid        # ~1-2 min on 2 CPU cores
+    python -m snncompile.recipes.finetune_hybrid        # ~1-2 min on 2 CPU cores
 
 Prints the test accuracy at T=4 before and after a short fine-tune. The converted network keeps
 its soft-reset IF neurons, thresholds and v_init; ``snncompile.to_trainable(snn)`` only gives
@@ -16,9 +16,9 @@ import torch
 
 import snncompile
 from snncompile.losses import ce_rate_loss
+from snncompile.models import get_model
+from snncompile.models.data import mnist_split
 
-from . import get_model
-from .data import mnist_split
 from .snn_training import evaluate_snn, fit
 from .train import augment
 
@@ -26,7 +26,7 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m snncompile.models.finetune_hybrid", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m snncompile.recipes.finetune_hybrid", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--T", type=int, default=4)
     p.add_argument("--epochs", type=int, default=2)

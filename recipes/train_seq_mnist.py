@@ -1,7 +1,7 @@
 """Sequential MNIST: each image fed column by column (28 steps of 28 inputs), answer read at the
 last step only, so the network has to carry what it saw in its state.
 
-    python -m snncompile.models.train_seq_mnist          # all three variants, ~2 min on 2 CPU cores
+    python -m snncompile.recipes.train_seq_mnist          # all three variants, ~2 min on 2 CPU cores
 
 Three variants of one LIF network (28 -> 128 -> 10, snnTorch-form LIF, beta 0.8, fast-sigmoid
 surrogate), built from snncompile.layers:
@@ -22,8 +22,8 @@ import torch.nn as nn
 
 import snncompile
 from snncompile.layers import LIF, LinearRecurrent, SynapseFilter
+from snncompile.models.data import mnist_split
 
-from .data import mnist_split
 from .snn_training import fit
 
 __all__ = ["build", "columns", "main", "VARIANTS"]
@@ -55,7 +55,7 @@ def _last_step_ce(seq: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m snncompile.models.train_seq_mnist", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m snncompile.recipes.train_seq_mnist", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--epochs", type=int, default=30)

@@ -1,6 +1,6 @@
 """A fully connected LIF network trained with snnTorch's fast-sigmoid surrogate.
 
-    python -m snncompile.models.train_fc_lif           # ~15 s on 2 CPU cores
+    python -m snncompile.recipes.train_fc_lif           # ~15 s on 2 CPU cores
 
 784 -> 256 -> 10, every layer a snnTorch-form LIF (beta 0.9) built from snncompile.layers with
 the fast-sigmoid surrogate (slope 25), T=25 steps of the image as a constant current, and the
@@ -19,8 +19,8 @@ import torch.nn as nn
 import snncompile
 from snncompile.layers import LIF
 from snncompile.losses import ce_count_loss
+from snncompile.models.data import mnist_split
 
-from .data import mnist_split
 from .snn_training import fit
 from .train import augment
 
@@ -34,7 +34,7 @@ def build(hidden: int = 256, beta: float = 0.9, slope: float = 25.0) -> nn.Modul
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m snncompile.models.train_fc_lif", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m snncompile.recipes.train_fc_lif", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--T", type=int, default=25)
     p.add_argument("--hidden", type=int, default=256)

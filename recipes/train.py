@@ -1,9 +1,9 @@
 """Deterministic CPU training of the MNIST registry models.
 
-Usage: ``python -m snncompile.models.train NAME [--epochs E]`` with NAME one
+Usage: ``python -m snncompile.recipes.train NAME [--epochs E]`` with NAME one
 of ``mnist_cnn``, ``vgg_mnist``, ``resnet20_mnist``, ``mlp``.  Trains on the
 4,000 training digits of :func:`mnist_split`, prints per-epoch train loss and
-test accuracy, and saves a float32 state_dict to ``checkpoints/NAME.pt``.
+test accuracy, and saves a float32 state_dict to ``models/checkpoints/NAME.pt``.
 
 Same seed, same thread count, same torch build -> same checkpoint: the data
 order and the augmentation both come from seeded generators, and
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import CHECKPOINT_DIR, get_model
-from .data import mnist_split
+from snncompile.models import CHECKPOINT_DIR, get_model
+from snncompile.models.data import mnist_split
 
 __all__ = ["TrainConfig", "DEFAULTS", "augment", "evaluate", "train", "main"]
 
@@ -148,7 +148,7 @@ def train(name: str, cfg: TrainConfig, out: Path | None = None, verbose: bool = 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the process exit status."""
-    parser = argparse.ArgumentParser(prog="python -m snncompile.models.train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m snncompile.recipes.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=sorted(DEFAULTS))
     parser.add_argument("--epochs", type=int, help="override the default epoch count")
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--out", type=Path, help="checkpoint path (default checkpoints/NAME.pt)")
+    parser.add_argument("--out", type=Path, help="checkpoint path (default models/checkpoints/NAME.pt)")
     args = parser.parse_args(argv)
 
     base = DEFAULTS[args.name]

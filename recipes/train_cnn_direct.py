@@ -1,6 +1,6 @@
 """Train the MNIST CNN directly as an SNN: IF or LIF neurons with the ATan surrogate, T=4.
 
-    python -m snncompile.models.train_cnn_direct [--neuron if|lif]    # ~5 min on 2 idle CPU cores
+    python -m snncompile.recipes.train_cnn_direct [--neuron if|lif]    # ~5 min on 2 idle CPU cores
 
 The ANN definition (snncompile.models.MnistCNN, untrained) goes through
 ``snncompile.to_trainable``: each ReLU becomes a neuron, batch norm stays (over T folded into the
@@ -17,9 +17,9 @@ import torch
 
 import snncompile
 from snncompile.losses import ce_rate_loss
+from snncompile.models import get_model
+from snncompile.models.data import mnist_split
 
-from . import get_model
-from .data import mnist_split
 from .snn_training import fit
 from .train import augment
 
@@ -27,7 +27,7 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m snncompile.models.train_cnn_direct", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m snncompile.recipes.train_cnn_direct", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--neuron", choices=("if", "lif"), default="if")
     p.add_argument("--surrogate", default="atan")
