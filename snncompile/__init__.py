@@ -14,10 +14,12 @@ from .emit import emit, run_graph
 from .errors import SnnCompileError
 from .frontend.fx import trace
 from .ir import Graph, Node
+from .neurons import NeuronFamily, NeuronSpec, Param, get_family, neuron_families, register_family
 from .pipeline import PassContext, Pipeline, get_pass, register_pass
 from .runtime import SpikingModule
 from .trainable import to_trainable, training_pipeline
 
 __all__ = ["compile", "conversion_pipeline", "to_trainable", "training_pipeline", "layers", "losses", "SpikingModule", "trace", "emit", "run_graph", "Graph", "Node", "Pipeline", "PassContext", "register_pass",
-           "get_pass", "errors", "SnnCompileError"]
+           "get_pass", "errors", "SnnCompileError",
+           "neuron_families", "register_family", "get_family", "NeuronFamily", "NeuronSpec", "Param"]
 __version__ = "0.1.0"

@@ -15,7 +15,8 @@ import torch.nn as nn
 
 from .errors import ConfigError
 from .ir import Graph, Node
-from .neurons import NeuronSpec, SpikingNeuron
+from .neuron_module import SpikingNeuron
+from .neurons import NeuronSpec, family_of_node
 from .ops import NEURON_OPS, get_op
 from .spike_pool import SpikeMaxPool2d
 from .stateful import RecurrentModule, SynapseFilterModule
@@ -85,15 +86,8 @@ class TimeSharedDropout(nn.Module):
 
 
 def neuron_spec(node: Node) -> NeuronSpec:
-    """The NeuronSpec an ``if_neuron``/``lif_neuron`` node describes."""
-    a = node.attrs
-    common = dict(v_init=float(a.get("v_init", 0.0)), reset=a.get("reset", "subtract"),
-                  v_reset=float(a.get("v_reset", 0.0)), input_kind=a.get("input_kind", "sequence"),
-                  surrogate=a.get("surrogate"), alpha=a.get("alpha"), detach_reset=bool(a.get("detach_reset", False)))
-    if node.op == "if_neuron":
-        return NeuronSpec(kind="if", **common)
-    return NeuronSpec(kind="lif", tau=float(a.get("tau", 2.0)), beta=float(a.get("beta", 0.9)),
-                      form=a.get("form", "spikingjelly"), v_rest=float(a.get("v_rest", 0.0)), **common)
+    """The NeuronSpec a neuron node describes (its family's parameters and the run fields)."""
+    return NeuronSpec.from_attrs(family_of_node(node), node.attrs, node.describe())
 
 
 def is_temporal(graph: Graph) -> bool:

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from .errors import ConfigError
 from .frontend.fx import register_leaf_module
 from .ir import Graph
-from .neurons import NeuronSpec, SpikingNeuron
+from .neuron_module import SpikingNeuron
+from .neurons import NeuronSpec, ParamView, family_op
 from .stateful import SynapseFilterModule
 
 __all__ = ["IF", "LIF", "SynapseFilter", "ElementwiseRecurrent", "LinearRecurrent", "reset_states"]
@@ -61,18 +62,14 @@ class _Neuron(_Layer):
     def ir_fields(self) -> tuple[str, dict, dict]:
         """``(op, attrs, params)`` of the IR node this neuron becomes (current learned values)."""
         s = self.spec
-        attrs = {"v_init": s.v_init, "reset": s.reset, "v_reset": s.v_reset, "surrogate": s.surrogate,
-                 "alpha": s.alpha, "detach_reset": s.detach_reset,
-                 "learn_threshold": isinstance(self.neuron.threshold, nn.Parameter),
-                 "learn_leak": self.neuron.leak_logit is not None}
-        if s.kind == "lif":
-            tau, beta = s.tau, s.beta
-            if self.neuron.leak is not None:
-                k = float(self.neuron.leak.detach())
-                tau, beta = (1.0 / k, beta) if s.form == "spikingjelly" else (tau, k)
-            attrs |= {"tau": tau, "beta": beta, "form": s.form, "v_rest": s.v_rest}
+        attrs = s.attrs() | {"learn_threshold": isinstance(self.neuron.threshold, nn.Parameter),
+                             "learn_leak": self.neuron.leak_logit is not None}
+        if self.neuron.leak is not None:  # the learned leak's current value in the family's own parameter
+            name, reciprocal = s.family.leak(ParamView(s.params()))
+            k = float(self.neuron.leak.detach())
+            attrs[name] = 1.0 / k if reciprocal else k
         params = {"threshold": self.neuron.threshold.detach().clone()}
-        return ("if_neuron" if s.kind == "if" else "lif_neuron"), attrs, params
+        return family_op(s.kind), attrs, params
 
 
 class IF(_Neuron):

@@ -13,7 +13,7 @@ import torch.nn as nn
 from .emit import emit
 from .errors import ConfigError
 from .ir import Graph
-from .neurons import SpikingNeuron
+from .neuron_module import SpikingNeuron
 
 __all__ = ["SpikingModule"]
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import snncompile
 from snncompile.errors import ConfigError
-from snncompile.neurons import SpikingNeuron
+from snncompile.neuron_module import SpikingNeuron
 from snncompile.runtime import SpikingModule
 
 T = 20

@@ -23,27 +23,19 @@ tensor. ``pooled_reference`` is the same thing in plain torch (and the fallback)
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import operator
-import threading
-import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import KernelError
 from ..neurons import NeuronSpec, broadcast_threshold, neuron_reference
-from .cpu_build import BASE_FLAGS, FLAG_SETS, build_library, cache_dir, cpu_id, find_compiler
+from .cpu_library import cpu_kernel_available, kernel_info, load_library, reset_library_state, warn_fallback
+from .cpu_source import param_vector, variant_index
 
-__all__ = ["run_cpu", "pooled_reference", "cpu_kernel_available", "load_library", "kernel_info", "find_compiler",
-           "cache_dir", "reset_library_state", "BLOCK", "POOL_GROUP"]
+__all__ = ["run_cpu", "pooled_reference", "cpu_kernel_available", "load_library", "kernel_info",
+           "reset_library_state", "BLOCK", "POOL_GROUP"]
 
-_SOURCE = Path(__file__).with_name("cpu_neuron.c")
-_BASE_FLAGS = BASE_FLAGS
-_FLAG_SETS = FLAG_SETS  # tests narrow this to force a build failure
-_KINDS = {"if": 0, "spikingjelly": 1, "snntorch": 2}
-_RESETS = {"subtract": 0, "value": 1}
 #: Neurons per block (the T loop runs inside a block); 0 keeps the library's default (8192).
 #: Tune per machine: the block's state (3 floats a neuron) should stay in L2.
 BLOCK: int = 0
@@ -51,98 +43,11 @@ BLOCK: int = 0
 #: consecutive [H, W] planes); 0 keeps the library's default (about 16 KiB of membrane).
 POOL_GROUP: int = 0
 
-_lock = threading.Lock()
-_state: dict = {"lib": None, "error": None, "warned": False, "path": None}
 
-
-def reset_library_state() -> None:
-    """Forget the loaded library, a recorded build failure and the warning (for tests)."""
-    with _lock:
-        _state.update(lib=None, error=None, warned=False, path=None)
-
-
-def _library_path() -> Path:
-    """Where the build of this source, with these flags, for this CPU lives in the cache."""
-    h = hashlib.sha256()
-    h.update(_SOURCE.read_bytes())
-    h.update(repr((_BASE_FLAGS, _FLAG_SETS)).encode())
-    h.update(cpu_id().encode())
-    return cache_dir() / f"cpu_neuron-{h.hexdigest()[:20]}.so"
-
-
-def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
-    i64, f32, ptr, c_int = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes.c_int
-    lib.snn_neuron_f32.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, c_int, c_int,
-                                   c_int, f32, f32, f32, f32, f32, i64, c_int]
-    lib.snn_neuron_f32.restype = c_int
-    lib.snn_neuron_sumpool_f32.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64,
-                                           c_int, c_int, c_int, f32, f32, f32, f32, f32, i64,
-                                           c_int]
-    lib.snn_neuron_sumpool_f32.restype = c_int
-    lib.snn_block_size.restype = c_int
-    lib.snn_has_openmp.restype = c_int
-    return lib
-
-
-def _build(cc: str, target: Path) -> ctypes.CDLL:
-    """Compile the inference kernel into ``target`` and load it (KernelError on failure)."""
-    return build_library(cc, target, _SOURCE, _bind, (), _FLAG_SETS)
-
-
-def load_library() -> ctypes.CDLL | None:
-    """Return the compiled kernel (building it on first use), or None if it cannot be built.
-
-    The reason for a failure is kept (see ``kernel_info``) and reported once by ``run_cpu``.
-    """
-    with _lock:
-        if _state["lib"] is not None or _state["error"] is not None:
-            return _state["lib"]
-        try:
-            target = _library_path()
-            lib = None
-            if target.exists():
-                try:
-                    lib = _bind(ctypes.CDLL(str(target)))
-                except (OSError, AttributeError):
-                    lib = None  # damaged or foreign file: rebuild it
-            if lib is None:
-                cc = find_compiler()
-                if cc is None:
-                    raise KernelError("no C compiler found: install gcc or clang, or set CC")
-                lib = _build(cc, target)
-            _state["lib"], _state["path"] = lib, target
-        except KernelError as e:
-            _state["error"] = str(e)
-        except OSError as e:  # an unwritable cache directory, a missing source file ...
-            _state["error"] = (f"{e}; check that SNNCOMPILE_CACHE is writable and that "
-                               "snncompile/kernels/cpu_neuron.c is installed")
-        return _state["lib"]
-
-
-def cpu_kernel_available() -> bool:
-    """True when the fused kernel is loaded or can be built here (builds it on first call)."""
-    return load_library() is not None
-
-
-def kernel_info() -> dict:
-    """Describe the kernel: ``available``, ``path``, ``block``, ``openmp`` and ``error``."""
-    lib = load_library()
-    if lib is None:
-        return {"available": False, "path": None, "block": None, "openmp": False,
-                "error": _state["error"]}
-    return {"available": True, "path": str(_state["path"]), "block": lib.snn_block_size(),
-            "openmp": bool(lib.snn_has_openmp()), "error": None}
-
-
-def _warn_fallback() -> None:
-    with _lock:
-        if _state["warned"]:
-            return
-        _state["warned"] = True
-    warnings.warn(
-        f"snncompile: the fused CPU neuron kernel is unavailable ({_state['error']}); running the "
-        "slower torch reference instead. Fix the cause, or pick backend='torch' to silence this.",
-        RuntimeWarning, stacklevel=3)
+def _kernel_args(spec: NeuronSpec) -> tuple:
+    """``(variant, v_init, P)``: how the generated kernel is told which neuron to run."""
+    P = param_vector(spec)
+    return variant_index(spec), float(spec.v_init), P.ctypes.data_as(ctypes.c_void_p), P
 
 
 def _needs_grad(*tensors) -> bool:
@@ -297,7 +202,7 @@ def run_cpu(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None = None,
         return _into(out, x.new_zeros((T,) + step_shape)), v.clone()
     lib = load_library()
     if lib is None:
-        _warn_fallback()
+        warn_fallback()
         s, v = neuron_reference(x, threshold, spec, T, v)
         return _into(out, s), v
 
@@ -312,13 +217,11 @@ def run_cpu(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None = None,
     else:
         spikes = torch.empty((T,) + step_shape, dtype=torch.float32)
     v_out = torch.empty(step_shape, dtype=torch.float32)
-    kind = _KINDS["if" if spec.kind == "if" else spec.form]
+    variant, v_init, P, _keep = _kernel_args(spec)
     rc = lib.snn_neuron_f32(
         xf.data_ptr(), spikes.data_ptr(), None if v_in is None else v_in.data_ptr(),
         v_out.data_ptr(), theta.data_ptr(), n_theta, inner, M, T,
-        int(spec.input_kind == "static"), kind, _RESETS[spec.reset], float(spec.v_init),
-        float(spec.v_reset), float(spec.tau), float(spec.beta), float(spec.v_rest),
-        int(BLOCK), max(1, torch.get_num_threads()))
+        int(spec.input_kind == "static"), variant, v_init, P, int(BLOCK), max(1, torch.get_num_threads()))
     if rc == -4:
         raise KernelError("the CPU neuron kernel ran out of memory for its per-thread state; "
                           "set snncompile.kernels.cpu.BLOCK lower or use fewer threads")
@@ -361,7 +264,7 @@ def _run_cpu_sumpool(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None
         return _into(out, x.new_zeros(out_shape)), (v if T == 0 else v.clone())
     lib = load_library()
     if lib is None:
-        _warn_fallback()
+        warn_fallback()
         p, v = pooled_reference(x, threshold, spec, T, v, sumpool=k)
         return _into(out, p), v
 
@@ -372,13 +275,11 @@ def _run_cpu_sumpool(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None
     else:
         pooled = torch.empty(out_shape, dtype=torch.float32)
     v_out = torch.empty(step_shape, dtype=torch.float32)
-    kind = _KINDS["if" if spec.kind == "if" else spec.form]
+    variant, v_init, P, _keep = _kernel_args(spec)
     rc = lib.snn_neuron_sumpool_f32(
         xf.data_ptr(), pooled.data_ptr(), None if v_in is None else v_in.data_ptr(),
         v_out.data_ptr(), theta.data_ptr(), theta.numel(), N * C, H, W, k, T,
-        int(spec.input_kind == "static"), kind, _RESETS[spec.reset], float(spec.v_init),
-        float(spec.v_reset), float(spec.tau), float(spec.beta), float(spec.v_rest),
-        int(POOL_GROUP), max(1, torch.get_num_threads()))
+        int(spec.input_kind == "static"), variant, v_init, P, int(POOL_GROUP), max(1, torch.get_num_threads()))
     if rc == -4:
         raise KernelError("the CPU neuron kernel ran out of memory for its per-thread state "
                           f"({H} x {W} planes); set snncompile.kernels.cpu.POOL_GROUP lower or "

@@ -11,40 +11,38 @@ reference.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import threading
 from pathlib import Path
 
 import torch
 
 from ..errors import KernelError
-from ..neurons import NeuronSpec, broadcast_threshold
+from ..neurons import NeuronSpec, broadcast_threshold, registry_version
 from ..surrogate import get_surrogate
 from . import cpu_build
+from .cpu_source import param_vector, variant_index
 
 __all__ = ["train_cpu", "train_library", "TRAIN_SOURCE"]
 
 TRAIN_SOURCE = Path(__file__).with_name("cpu_neuron_train.c")
-_KINDS = {"if": 0, "spikingjelly": 1, "snntorch": 2}
 _lock = threading.Lock()
-_libs: dict[str, ctypes.CDLL | None] = {}
+_libs: dict = {}  # surrogate define -> library (or None); "version": the family registry it was built from
 _errors: dict[str, str] = {}
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     i64, f32, ptr, c_int = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes.c_int
-    lib.snn_train_forward_f32.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, c_int, c_int, c_int,
-                                          f32, f32, f32, f32, f32, c_int]
+    lib.snn_train_forward_f32.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, c_int, c_int, f32, ptr,
+                                          c_int]
     lib.snn_train_forward_f32.restype = c_int
     lib.snn_train_backward_f32.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, c_int, c_int,
-                                           c_int, c_int, c_int, f32, f32, f32, f32, f32, f32, c_int]
+                                           c_int, c_int, f32, f32, ptr, c_int]
     lib.snn_train_backward_f32.restype = c_int
     lib.snn_train_forward_pool_f32.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, c_int,
-                                               c_int, c_int, f32, f32, f32, f32, f32, c_int]
+                                               c_int, f32, ptr, c_int]
     lib.snn_train_forward_pool_f32.restype = c_int
     lib.snn_train_backward_pool_f32.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64,
-                                                c_int, c_int, c_int, c_int, c_int, f32, f32, f32, f32, f32, f32,
-                                                c_int]
+                                                c_int, c_int, c_int, c_int, f32, f32, ptr, c_int]
     lib.snn_train_backward_pool_f32.restype = c_int
     return lib
 
@@ -58,25 +56,15 @@ def train_library(surrogate: str) -> ctypes.CDLL | None:
     built (the reason is in ``train_library_error``)."""
     define = _define(surrogate)
     with _lock:
+        if _libs.get("version") != registry_version():  # a family was registered: build with it
+            _libs.clear()
+            _errors.clear()
+            _libs["version"] = registry_version()
         if define in _libs:
             return _libs[define]
-        h = hashlib.sha256()
-        h.update(TRAIN_SOURCE.read_bytes())
-        h.update(repr((cpu_build.BASE_FLAGS, cpu_build.FLAG_SETS, define)).encode())
-        h.update(cpu_build.cpu_id().encode())
-        target = cpu_build.cache_dir() / f"cpu_neuron_train-{h.hexdigest()[:20]}.so"
-        lib = None
         try:
-            if target.exists():
-                try:
-                    lib = _bind(ctypes.CDLL(str(target)))
-                except (OSError, AttributeError):
-                    lib = None
-            if lib is None:
-                cc = cpu_build.find_compiler()
-                if cc is None:
-                    raise KernelError("no C compiler found: install gcc or clang, or set CC")
-                lib = cpu_build.build_library(cc, target, TRAIN_SOURCE, _bind, (define,))
+            lib, _ = cpu_build.load_or_build("cpu_neuron_train", cpu_build.kernel_source(TRAIN_SOURCE, train=True),
+                                             _bind, (define,))
         except (KernelError, OSError) as e:
             _errors[define] = str(e)
             lib = None
@@ -105,8 +93,10 @@ def _layout(step_shape: tuple[int, ...], n_theta: int) -> tuple[int, int]:
     return M, max(inner, 1)
 
 
-def _params(spec: NeuronSpec) -> tuple[float, ...]:
-    return float(spec.v_init), float(spec.v_reset), float(spec.tau), float(spec.beta), float(spec.v_rest)
+def _kernel_args(spec: NeuronSpec) -> tuple:
+    """``(variant, v_init, P pointer, P array)``: which generated neuron runs, with what numbers."""
+    P = param_vector(spec)
+    return variant_index(spec), float(spec.v_init), P.ctypes.data_as(ctypes.c_void_p), P
 
 
 class _CpuNeuronFunction(torch.autograd.Function):
@@ -120,19 +110,19 @@ class _CpuNeuronFunction(torch.autograd.Function):
         vf = None if v is None else v.detach().float().expand(step_shape).contiguous()
         h = torch.empty((T,) + step_shape, dtype=torch.float32)
         v_out = torch.empty(step_shape, dtype=torch.float32)
-        kind = _KINDS["if" if spec.kind == "if" else spec.form]
-        reset, threads = 0 if spec.reset == "subtract" else 1, max(1, torch.get_num_threads())
+        variant, v_init, P, _keep = _kernel_args(spec)
+        threads = max(1, torch.get_num_threads())
         if k is None:
             out = torch.empty((T,) + step_shape, dtype=torch.float32)
             rc = lib.snn_train_forward_f32(
-                _ptr(xf), _ptr(out), _ptr(h), _ptr(vf), _ptr(v_out), _ptr(th), th.numel(), inner, M, T, kind,
-                reset, int(static), *_params(spec), threads)
+                _ptr(xf), _ptr(out), _ptr(h), _ptr(vf), _ptr(v_out), _ptr(th), th.numel(), inner, M, T, variant,
+                int(static), v_init, P, threads)
         else:
             N, C, H, W = step_shape
             out = torch.empty((T, N, C, H // k, W // k), dtype=torch.float32)
             rc = lib.snn_train_forward_pool_f32(
                 _ptr(xf), _ptr(out), _ptr(h), _ptr(vf), _ptr(v_out), _ptr(th), th.numel(), N * C, H, W, k, T,
-                kind, reset, int(static), *_params(spec), threads)
+                variant, int(static), v_init, P, threads)
         if rc != 0:
             raise KernelError(f"the CPU training kernel failed (code {rc}: -1 bad arguments, -2 out of memory)")
         ctx.save_for_backward(h, th)
@@ -157,10 +147,10 @@ class _CpuNeuronFunction(torch.autograd.Function):
                 if t is not None:
                     t.zero_()
         else:
-            kind = _KINDS["if" if spec.kind == "if" else spec.form]
+            variant, v_init, P, _keep = _kernel_args(spec)
             alpha = get_surrogate(spec.surrogate).default_alpha if spec.alpha is None else float(spec.alpha)
-            common = (kind, 0 if spec.reset == "subtract" else 1, int(static), int(ctx.has_v), int(spec.detach_reset),
-                      *_params(spec), alpha, max(1, torch.get_num_threads()))
+            common = (variant, int(static), int(ctx.has_v), int(spec.detach_reset), v_init, alpha, P,
+                      max(1, torch.get_num_threads()))
             ptrs = (_ptr(gs), _ptr(gvo), _ptr(h), _ptr(th), _ptr(gx), _ptr(gv), _ptr(gth), th.numel())
             if ctx.k is None:
                 rc = ctx.lib.snn_train_backward_f32(*ptrs, ctx.inner, M, T, *common)

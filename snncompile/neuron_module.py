@@ -1,0 +1,104 @@
+"""SpikingNeuron: a neuron layer in the emitted module, any family, any backend.
+
+It sits above both snncompile.neurons (what a neuron computes) and snncompile.kernels (how it
+runs), so neither of those imports the other's user.
+"""
+from __future__ import annotations
+
+import torch
+
+from .errors import ConfigError
+from .kernels import run_neuron
+from .neurons import NeuronSpec, ParamView
+
+__all__ = ["SpikingNeuron", "leak_start"]
+
+
+def leak_start(spec: NeuronSpec) -> float:
+    """The value a learnable leak starts from (``1/tau`` or ``beta`` for LIF); ConfigError for a
+    family without a leak."""
+    fam = spec.family
+    if fam.leak is None:
+        raise ConfigError(f"a learnable leak needs a leaky neuron such as LIF ({fam.name!r} neurons do not leak)")
+    name, reciprocal = fam.leak(ParamView(spec.params()))
+    value = getattr(spec, name)
+    return 1.0 / value if reciprocal else value
+
+
+class SpikingNeuron(torch.nn.Module):
+    """A neuron layer in the emitted module: ``forward(x, T)`` on T folded into the batch.
+
+    Takes ``[T*N, ...]`` (sequence) or ``[N, ...]`` (static input) and returns ``[T*N, ...]``
+    spikes, or with ``sumpool=k`` (the fused neuron + sum pool op) their k x k window sums.
+    Keeps its membrane between calls (``reset()`` clears it) so streaming ``step()`` works, and
+    counts spikes for firing rates when ``record_rates`` is on (a signed spike counts as one).
+    """
+
+    def __init__(self, spec: NeuronSpec, threshold: torch.Tensor, backend: str = "torch",
+                 sumpool: int | None = None, learn_threshold: bool = False, learn_leak: bool = False):
+        super().__init__()
+        self.spec = spec
+        self.sumpool = sumpool
+        th = torch.as_tensor(threshold).detach().clone().float()
+        if learn_threshold:
+            self.threshold = torch.nn.Parameter(th)
+        else:
+            self.register_buffer("threshold", th)
+        self.leak_logit: torch.nn.Parameter | None = None
+        if learn_leak:
+            k = leak_start(spec)
+            if not 0.0 < k < 1.0:
+                raise ConfigError(f"a learnable leak starts from 1/tau or beta in (0, 1), got {k:g}")
+            # PLIF parameterisation: the leak stays in (0, 1) whatever the optimiser does
+            self.leak_logit = torch.nn.Parameter(torch.logit(torch.tensor(k, dtype=torch.float32)))
+        self.backend = backend
+        self.v: torch.Tensor | None = None
+        self.record_rates = False
+        self.spike_count = 0.0
+        self.neuron_steps = 0
+
+    @property
+    def leak(self) -> torch.Tensor | None:
+        """The learned leak (``1/tau`` or ``beta`` for LIF); None when fixed."""
+        return None if self.leak_logit is None else torch.sigmoid(self.leak_logit)
+
+    def reset(self) -> None:
+        """Forget the membrane state and the spike counts."""
+        self.v = None
+        self.spike_count = 0.0
+        self.neuron_steps = 0
+
+    def reset_state(self) -> None:
+        """Forget the membrane only (a new sequence; counts keep accumulating)."""
+        self.v = None
+
+    def extra_repr(self) -> str:
+        th = self.threshold
+        th_s = f"{th.item():g}" if th.numel() == 1 else f"per-channel[{th.numel()}]"
+        return f"{self.spec.kind}, threshold={th_s}, v_init={self.spec.v_init}, reset={self.spec.reset}, " \
+               f"input={self.spec.input_kind}, backend={self.backend}" + \
+               (f", fused sumpool={self.sumpool}" if self.sumpool else "") + \
+               (f", surrogate={self.spec.surrogate}" if self.spec.surrogate else "") + \
+               (", learnable threshold" if isinstance(self.threshold, torch.nn.Parameter) else "") + \
+               (", learnable leak" if self.leak_logit is not None else "")
+
+    def forward(self, x: torch.Tensor, T: int) -> torch.Tensor:
+        if self.spec.input_kind == "static":
+            xs = x
+        else:
+            if x.shape[0] % T:
+                raise ConfigError(f"neuron input has {x.shape[0]} rows, not a multiple of T={T}")
+            xs = x.reshape((T, x.shape[0] // T) + tuple(x.shape[1:]))
+        v = self.v
+        if v is not None and tuple(v.shape) != tuple(xs.shape[-len(v.shape):] if v.dim() else ()):
+            v = None  # batch size changed: a new stream
+        s, v = run_neuron(xs, self.threshold, self.spec, T, v, self.backend, self.sumpool, leak=self.leak)
+        self.v = v.detach() if self.spec.surrogate is None else v
+        if self.record_rates:
+            counts = s.detach().float()
+            if self.spec.family.spikes == "signed":
+                counts = counts.abs()  # a window sum of signed spikes would hide spikes: fused pools are binary
+            self.spike_count += float(counts.sum())  # pooled sums keep the total
+            # fused: each output is a k x k window sum; rows a floor pool drops are not counted
+            self.neuron_steps += s.numel() * (self.sumpool or 1) ** 2
+        return s.reshape((-1,) + tuple(s.shape[2:]))
