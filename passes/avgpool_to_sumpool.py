@@ -9,7 +9,7 @@ computes the same function; pools it cannot convert are left as they are.
 """
 from __future__ import annotations
 
-from snncompile.ir import Graph
+from snncompile.ir import Graph, Node
 from snncompile.pipeline import PassContext, register_pass
 
 from .canonicalize import _fold_mul_const
@@ -24,7 +24,7 @@ class AvgpoolToSumpool:
     def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
         for n in list(graph.nodes):
             if n.op == "adaptive_avgpool2d":
-                _adaptive_to_avgpool(n)
+                n = _adaptive_to_avgpool(graph, n)
             if n.op != "avgpool2d":
                 continue
             a = n.attrs
@@ -32,18 +32,18 @@ class AvgpoolToSumpool:
             pad = tuple(a.get("padding", 0)) if isinstance(a.get("padding", 0), (tuple, list)) else (a.get("padding", 0),) * 2
             if a.get("ceil_mode") or a.get("divisor_override") is not None or (any(pad) and not a.get("count_include_pad", True)):
                 continue
-            n.op = "sumpool2d"
-            n.attrs = {"kernel_size": k, "stride": a.get("stride") or k, "padding": pad}
-            c = graph.add("mul_const", [n], {"value": 1.0 / (k[0] * k[1])}, meta=dict(n.meta), after=n)
-            graph.replace_all_uses(n, c)
+            s = graph.replace(n, "sumpool2d",
+                              attrs={"kernel_size": k, "stride": a.get("stride") or k, "padding": pad})
+            c = graph.insert_after(s, "mul_const", [s], {"value": 1.0 / (k[0] * k[1])}, meta=dict(s.meta))
+            graph.replace_all_uses(s, c)
         _fold_mul_const(graph)
         return graph
 
 
-def _adaptive_to_avgpool(n) -> None:
+def _adaptive_to_avgpool(graph: Graph, n: Node) -> Node:
+    """The avgpool2d computing an adaptive pool whose output divides its input (else ``n``)."""
     (h, w), (oh, ow) = n.inputs[0].shape[2:], n.attrs["output_size"]
     if h % oh or w % ow:
-        return
+        return n
     k = (h // oh, w // ow)
-    n.op = "avgpool2d"
-    n.attrs = {"kernel_size": k, "stride": k, "padding": (0, 0)}
+    return graph.replace(n, "avgpool2d", attrs={"kernel_size": k, "stride": k, "padding": (0, 0)})

@@ -8,10 +8,11 @@ computes the same function (up to float rounding).
 """
 from __future__ import annotations
 
-from snncompile.ir import Graph
+from snncompile.ir import Graph, Node
+from snncompile.ops import get_op, has_trait
 from snncompile.pipeline import PassContext, register_pass
 
-from ._walk import LINEAR_OPS, POSITIVE_HOMOGENEOUS_OPS, WEIGHTED_OPS, single_user
+from ._walk import single_user
 
 __all__ = ["Canonicalize"]
 
@@ -40,16 +41,24 @@ def _merge_reshapes(graph: Graph) -> None:
     while changed:
         changed = False
         for n in list(graph.nodes):
-            if n.op not in ("reshape", "flatten"):
+            if not has_trait(n, "layout"):
                 continue
             src = n.inputs[0]
             if n.shape is not None and src.shape is not None and tuple(n.shape) == tuple(src.shape):
                 graph.bypass(n)
                 changed = True
-            elif src.op in ("reshape", "flatten") and single_user(graph, src) is n:
-                n.op, n.attrs = "reshape", {"shape": tuple(n.shape[1:])}
+            elif has_trait(src, "layout") and single_user(graph, src) is n:
+                graph.replace(n, "reshape", attrs={"shape": tuple(n.shape[1:])}, meta={"shape": n.shape})
                 graph.bypass(src)
                 changed = True
+
+
+def _carries_constant(n: Node, c: float) -> bool:
+    """A constant multiply by ``c`` passes through ``n`` unchanged to what reads it: a one-input
+    op, positively homogeneous when c > 0, linear otherwise, that is not itself a multiply."""
+    if get_op(n.op).arity != 1 or has_trait(n, "multiply"):
+        return False
+    return has_trait(n, "scale_transparent" if c > 0 else "linear")
 
 
 def _fold_mul_const(graph: Graph) -> None:
@@ -57,9 +66,8 @@ def _fold_mul_const(graph: Graph) -> None:
         if n.op != "mul_const":
             continue
         c = float(n.attrs["value"])
-        allowed = POSITIVE_HOMOGENEOUS_OPS if c > 0 else LINEAR_OPS + ("mul_const",)
         cur = single_user(graph, n)
-        while cur is not None and cur.op in allowed + ("mul_const",):
+        while cur is not None and (cur.op == "mul_const" or _carries_constant(cur, c)):
             if cur.op == "mul_const":
                 break
             cur = single_user(graph, cur)
@@ -68,6 +76,6 @@ def _fold_mul_const(graph: Graph) -> None:
         if cur.op == "mul_const":
             cur.attrs["value"] = float(cur.attrs["value"]) * c
             graph.bypass(n)
-        elif cur.op in WEIGHTED_OPS:
+        elif has_trait(cur, "weighted"):
             cur.params["weight"] = cur.params["weight"] * c
             graph.bypass(n)

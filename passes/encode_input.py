@@ -28,6 +28,6 @@ class EncodeInput:
                 continue
             if self.method == "sequence":
                 inp.attrs["kind"] = "sequence"
-            enc = graph.add("encode", [inp], {"method": self.method}, meta={"shape": inp.shape}, after=inp)
+            enc = graph.insert_after(inp, "encode", [inp], {"method": self.method}, meta={"shape": inp.shape})
             graph.replace_all_uses(inp, enc)
         return graph

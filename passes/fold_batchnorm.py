@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 
 from snncompile.ir import Graph
+from snncompile.ops import has_trait
 from snncompile.pipeline import PassContext, register_pass
 
-from ._walk import WEIGHTED_OPS, single_user
+from ._walk import single_user
 
 __all__ = ["FoldBatchnorm"]
 
@@ -26,7 +27,7 @@ class FoldBatchnorm:
             if bn.op != "batchnorm":
                 continue
             layer = bn.inputs[0]
-            if layer.op not in WEIGHTED_OPS or single_user(graph, layer) is not bn:
+            if not has_trait(layer, "weighted") or single_user(graph, layer) is not bn:
                 continue
             if layer.op == "linear" and (layer.shape is None or len(layer.shape) != 2):
                 continue  # a BN1d after a linear on [N, C, L] normalizes C, not the linear's outputs

@@ -13,7 +13,7 @@ the CPU kernels then never write the spikes and fold the pool's backward into BP
 from __future__ import annotations
 
 from snncompile.ir import Graph
-from snncompile.ops import NEURON_OPS
+from snncompile.ops import has_trait
 from snncompile.pipeline import PassContext, register_pass
 
 from ._walk import single_user
@@ -37,17 +37,17 @@ class FuseNeuronSumpool:
             if pool.op != "sumpool2d" and not (self.avgpool and pool.op == "avgpool2d" and _plain_avg(pool)):
                 continue
             neuron = pool.inputs[0]
-            if neuron.op not in NEURON_OPS or single_user(graph, neuron) is not pool or neuron.attrs.get("sumpool"):
+            if not has_trait(neuron, "neuron") or single_user(graph, neuron) is not pool or neuron.attrs.get("sumpool"):
                 continue
             k = _square(pool.attrs["kernel_size"])
             stride = _square(pool.attrs.get("stride") or pool.attrs["kernel_size"])
             if k is None or stride != k or any(_pad(pool.attrs.get("padding", 0))) or len(neuron.shape) != 4:
                 continue
-            neuron.attrs["sumpool"] = k
-            neuron.meta["shape"] = pool.shape
-            neuron.meta["fused"] = f"{pool.op} %{pool.id}"
+            # the same neuron, now writing window sums: only its shape changes
+            graph.replace(neuron, neuron.op, attrs=neuron.attrs | {"sumpool": k}, params=neuron.params,
+                          meta={"shape": pool.shape, "fused": f"{pool.op} %{pool.id}"}, keep_meta="all")
             if pool.op == "avgpool2d":
-                pool.op, pool.attrs = "mul_const", {"value": 1.0 / (k * k)}
+                graph.replace(pool, "mul_const", attrs={"value": 1.0 / (k * k)})
             else:
                 graph.bypass(pool)
         return graph

@@ -8,7 +8,7 @@ static value with a sequence reads it through ``repeat_time``. The function comp
 from __future__ import annotations
 
 from snncompile.ir import Graph
-from snncompile.ops import NEURON_OPS
+from snncompile.ops import has_trait
 from snncompile.pipeline import PassContext, register_pass
 
 __all__ = ["HoistStatic"]
@@ -27,7 +27,7 @@ class HoistStatic:
             if n.op in ("input", "output"):
                 continue
             ins_static = [i.id in static for i in n.inputs]
-            if n.op in NEURON_OPS:
+            if has_trait(n, "neuron"):
                 if ins_static[0]:
                     n.attrs["input_kind"] = "static"
                 continue
@@ -38,6 +38,6 @@ class HoistStatic:
                 n.meta["static"] = True  # runs once on [N, ...]; read by benchmarks and tools
                 continue
             for i in [i for i, s in zip(n.inputs, ins_static) if s]:
-                rep = graph.add("repeat_time", [i], meta={"shape": i.shape, "source": i.source}, before=n)
-                n.inputs = [rep if x is i else x for x in n.inputs]
+                rep = graph.insert_before(n, "repeat_time", [i], meta={"shape": i.shape, "source": i.source})
+                graph.replace_all_uses(i, rep, readers=[n])
         return graph

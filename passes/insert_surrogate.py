@@ -15,7 +15,7 @@ import torch
 
 from snncompile.errors import ConfigError
 from snncompile.ir import Graph
-from snncompile.ops import NEURON_OPS
+from snncompile.ops import has_trait
 from snncompile.pipeline import PassContext, register_pass
 from snncompile.surrogate import get_surrogate
 
@@ -62,12 +62,11 @@ class InsertSurrogate:
         return graph
 
     def _rewrite(self, graph: Graph) -> None:
-        for n in graph.nodes:
+        for n in list(graph.nodes):
             if n.op == "relu" or n.op == "clamp" and (n.attrs.get("min") or 0.0) == 0.0:
-                n.op = "if_neuron" if self.neuron == "if" else "lif_neuron"
-                n.params = {"threshold": torch.tensor(float(self.threshold))}
-                n.attrs = self._attrs()
-            elif n.op in NEURON_OPS and n.attrs.get("surrogate") is None:
+                graph.replace(n, "if_neuron" if self.neuron == "if" else "lif_neuron", attrs=self._attrs(),
+                              params={"threshold": torch.tensor(float(self.threshold))})
+            elif has_trait(n, "neuron") and n.attrs.get("surrogate") is None:
                 n.attrs["surrogate"] = self.surrogate
                 n.attrs["alpha"] = self.alpha
             elif n.op == "recurrent":

@@ -22,16 +22,19 @@ import torch
 from snncompile.calibrate import collect_stats
 from snncompile.errors import CalibrationError, ConfigError, UnsupportedOpError
 from snncompile.ir import Graph, Node
-from snncompile.ops import NEURON_OPS
+from snncompile.ops import get_op, has_trait
 from snncompile.pipeline import PassContext, register_pass
 
-from ._walk import WEIGHTED_OPS, refuse_non_relu_activations
+from ._walk import refuse_non_relu_activations
 
 __all__ = ["Normalize"]
 
-_TRANSPARENT = ("maxpool2d", "avgpool2d", "sumpool2d", "adaptive_avgpool2d", "mul_const", "scale",
-                "dropout", "identity")
-_THROUGH_TO_RELU = _TRANSPARENT + ("add",)
+
+def _carries_scale(n: Node) -> bool:
+    """``n``'s output carries its input's activation scale as it is, per channel: a positive
+    per-channel scale s passes through (f(s*x) = s*f(x)) and the channel layout is kept
+    (elementwise ops and pools; relu and add qualify too, and are handled before this is asked)."""
+    return has_trait(n, "scale_transparent") and (has_trait(n, "elementwise") or has_trait(n, "pooling"))
 
 
 @register_pass("normalize")
@@ -93,7 +96,7 @@ def _refuse_unsupported(graph: Graph) -> None:
             raise UnsupportedOpError(f"normalize: {n.describe()} calls {n.attrs.get('name')}, which snncompile "
                                      "cannot rescale — replace it with a supported op (see snncompile.ops.OPS) "
                                      "or remove it before converting")
-        if n.op in NEURON_OPS or n.op in ("encode", "readout"):
+        if has_trait(n, "neuron") or n.op in ("encode", "readout"):
             raise ConfigError(f"normalize: {n.describe()} is already spiking; normalize runs before relu-to-if")
 
 
@@ -130,7 +133,7 @@ def _target(graph: Graph, node: Node, lam: dict[int, torch.Tensor], seen=None) -
     for u in graph.users(node):
         if u.op == "relu":
             return lam[u.id]
-        if u.op in _THROUGH_TO_RELU:
+        if _carries_scale(u):
             t = _target(graph, u, lam)
             if t is not None:
                 return t
@@ -138,9 +141,9 @@ def _target(graph: Graph, node: Node, lam: dict[int, torch.Tensor], seen=None) -
 
 
 def _insert_scale(graph: Graph, src: Node, reader: Node, factor: torch.Tensor) -> None:
-    s = graph.add("scale", [src], params={"factor": factor.float()},
-                  meta={"shape": src.shape, "source": src.source}, before=reader)
-    reader.inputs = [s if i is src else i for i in reader.inputs]
+    s = graph.insert_before(reader, "scale", [src], params={"factor": factor.float()},
+                            meta={"shape": src.shape, "source": src.source})
+    graph.replace_all_uses(src, s, readers=[reader])
 
 
 def _rescale(graph: Graph, lam: dict[int, torch.Tensor]) -> None:
@@ -149,7 +152,7 @@ def _rescale(graph: Graph, lam: dict[int, torch.Tensor]) -> None:
     for n in list(graph.nodes):
         if n.op == "input":
             scales[n.id] = one
-        elif n.op in WEIGHTED_OPS:
+        elif has_trait(n, "weighted"):
             s_in = _per_channel(scales[n.inputs[0].id], n.inputs[0].shape, n)
             t = _target(graph, n, lam)
             s_out = one if t is None else t
@@ -168,15 +171,14 @@ def _rescale(graph: Graph, lam: dict[int, torch.Tensor]) -> None:
                 if not _same(scales[x.id], want):
                     _insert_scale(graph, x, n, scales[x.id] / want)
             scales[n.id] = want
-        elif n.op in _TRANSPARENT:
+        elif _carries_scale(n):
             scales[n.id] = scales[n.inputs[0].id]
-        elif n.op in ("flatten", "reshape"):
+        elif has_trait(n, "layout"):
             s = scales[n.inputs[0].id]
             if s.dim() == 0:
                 scales[n.id] = s
             else:
                 full = s.expand(tuple(n.inputs[0].shape[1:])).unsqueeze(0)
-                from snncompile.ops import get_op
                 args, kw = get_op(n.op).bind_call([full], n.attrs, {})
                 scales[n.id] = get_op(n.op).target(*args, **kw)[0]
         elif n.op == "cat":

@@ -29,8 +29,8 @@ class Readout:
             if x.op == "readout":
                 new_inputs.append(x)
                 continue
-            r = graph.add("readout", [x], {"mode": self.mode}, meta={"shape": x.shape, "source": x.source},
-                          before=out)
+            r = graph.insert_before(out, "readout", [x], {"mode": self.mode},
+                                    meta={"shape": x.shape, "source": x.source})
             new_inputs.append(r)
-        out.inputs = new_inputs
+        graph.replace(out, "output", new_inputs, keep_meta="all")
         return graph

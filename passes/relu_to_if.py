@@ -29,10 +29,8 @@ class ReluToIf:
         if not 0.0 <= self.v_init < 1.0:
             raise ConfigError(f"relu-to-if: v_init={self.v_init} must be in [0, 1) (a fraction of the threshold)")
         refuse_non_relu_activations(graph, "relu-to-if")
-        for n in graph.nodes:
-            if n.op != "relu":
-                continue
-            n.op = "if_neuron"
-            n.params = {"threshold": torch.tensor(float(self.threshold))}
-            n.attrs = {"v_init": float(self.v_init), "reset": "subtract"}
+        for n in graph.find("relu"):
+            # a spike still means the ReLU's activation scale (normalize recorded it)
+            graph.replace(n, "if_neuron", attrs={"v_init": float(self.v_init), "reset": "subtract"},
+                          params={"threshold": torch.tensor(float(self.threshold))}, keep_meta=("act_scale",))
         return graph

@@ -8,7 +8,7 @@ The ANN meaning (max of rates) is unchanged.
 from __future__ import annotations
 
 from snncompile.ir import Graph
-from snncompile.ops import NEURON_OPS
+from snncompile.ops import has_trait
 from snncompile.pipeline import PassContext, register_pass
 
 __all__ = ["SpikeMaxpool"]
@@ -19,7 +19,7 @@ class SpikeMaxpool:
     """No options."""
 
     def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
-        for n in graph.nodes:
-            if n.op == "maxpool2d" and n.inputs[0].op in NEURON_OPS:
-                n.op = "spike_maxpool2d"
+        for n in graph.find("maxpool2d"):
+            if has_trait(n.inputs[0], "neuron"):
+                graph.replace(n, "spike_maxpool2d", attrs=dict(n.attrs))
         return graph

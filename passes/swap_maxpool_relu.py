@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from snncompile.errors import ConfigError
 from snncompile.ir import Graph, Node
+from snncompile.ops import has_trait
 from snncompile.pipeline import PassContext, register_pass
 
 from ._walk import single_user
@@ -39,13 +40,11 @@ class SwapMaxpoolRelu:
             x = relu.inputs[0]
             if self.where == "static" and _after_relu(x):
                 continue
-            # rewire x -> relu -> pool -> users  into  x -> pool -> relu -> users
+            # rewire x -> relu -> pool -> users  into  x -> pool -> relu -> users (ids kept)
             graph.replace_all_uses(pool, relu)
-            pool.inputs = [x]
-            relu.inputs = [pool]
-            relu.meta["shape"] = pool.shape
-            graph.nodes.remove(relu)
-            graph.nodes.insert(graph.nodes.index(pool) + 1, relu)
+            new_pool = graph.replace(pool, pool.op, [x], attrs=dict(pool.attrs))
+            graph.move(relu, after=new_pool)
+            graph.replace(relu, relu.op, [new_pool], attrs=dict(relu.attrs))
         return graph
 
 
@@ -57,7 +56,7 @@ def _after_relu(node: Node) -> bool:
         if n.id in seen:
             continue
         seen.add(n.id)
-        if n.op in ("relu", "if_neuron", "lif_neuron"):
+        if n.op == "relu" or has_trait(n, "neuron"):
             return True
         stack.extend(n.inputs)
     return False

@@ -1,6 +1,7 @@
-"""Activation statistics over calibration data: one streaming pass through the emitted ANN.
+"""Activation statistics over calibration data: one streaming pass through the ANN (interpreted).
 
-``collect_stats(graph, data, nodes)`` runs the graph's ANN on every calibration batch and feeds
+``collect_stats(graph, data, nodes)`` runs the graph's ANN (snncompile.interpret: the op table's
+own targets, node by node; no emitter) on every calibration batch and feeds
 the outputs of the requested nodes into ``ActivationStats`` (streaming max and histograms,
 bounded memory; see snncompile/stats.py for the accuracy of the percentile estimate).
 """
@@ -11,10 +12,9 @@ import time
 from typing import Any, Iterable, Iterator
 
 import torch
-import torch.fx as fx
 
-from .emit import emit, is_temporal
 from .errors import CalibrationError
+from .interpret import Interpreter, is_temporal
 from .ir import Graph, Node
 from .stats import ActivationStats
 
@@ -59,28 +59,20 @@ def collect_stats(graph: Graph, data: Any, nodes: Iterable[Node], *, bins: int =
     if is_temporal(graph):
         raise CalibrationError("calibration runs on the ANN; run it before relu-to-if/encode/readout")
     wanted = {n.id: n for n in nodes}
-    gm = emit(graph)
-    if device is None:
-        device = next((t.device for t in gm.parameters()), torch.device("cpu"))
-    gm = gm.to(device)
-    fx_to_id = {name: i for i, name in gm.ir_names.items() if i in wanted}
+    run = Interpreter(graph, device)
     stats = {i: ActivationStats(bins=bins) for i in wanted}
 
-    class _Observer(fx.Interpreter):
-        def run_node(self, n):
-            out = super().run_node(n)
-            i = fx_to_id.get(n.name)
-            if i is not None:
-                stats[i].update(out)
-            return out
+    def observe(node: Node, value: torch.Tensor) -> None:
+        st = stats.get(node.id)
+        if st is not None:
+            st.update(value)
 
-    obs = _Observer(gm)
     if progress is None:
         progress = sys.stderr.isatty()
     t0, k, shown = time.perf_counter(), 0, False
     with torch.no_grad():
         for k, x in enumerate(iter_batches(data, batch_size), 1):
-            obs.run(x.to(device))
+            run(x, observer=observe)
             if progress and time.perf_counter() - t0 > 2.0:
                 print(f"\rcalibrating: {k} batches", end="", file=sys.stderr, flush=True)
                 shown = True

@@ -16,6 +16,7 @@ import torch.nn as nn
 from .convert import choose_backend
 from .errors import ConfigError
 from .frontend.fx import trace
+from .ops import has_trait
 from .pipeline import PassContext, Pipeline, get_pass
 from .runtime import SpikingModule
 
@@ -112,7 +113,7 @@ def _fine_tunable(snn: SpikingModule, T: int, surrogate: str, alpha, detach_rese
     pass_ = get_pass("insert-surrogate", surrogate=surrogate, alpha=alpha, detach_reset=detach_reset)
     graph = pass_(snn.graph.copy(), PassContext(T=T))
     for n in graph.nodes:
-        if n.op in ("if_neuron", "lif_neuron"):
+        if has_trait(n, "neuron"):
             n.attrs["detach_reset"] = bool(detach_reset)
             n.attrs["learn_threshold"] = bool(learn_threshold)
     graph.verify()

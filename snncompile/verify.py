@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .errors import VerifyError
-from .ops import OPS, REQUIRED, infer_shape
+from .ops import OPS, has_trait, infer_shape
 
 __all__ = ["verify_graph"]
 
@@ -11,8 +11,9 @@ def verify_graph(graph) -> None:
     """Raise VerifyError naming the first node that breaks an invariant; return None if sound.
 
     Checks: ids unique; every input defined earlier in the graph; exactly one ``output``, last;
-    op known; arity; required attrs and params present and no unknown ones; a neuron's threshold
-    scalar or one value per channel; the recorded shape equals the shape the op computes.
+    op known; arity; required attrs and params present and no unknown ones; every attribute's
+    value allowed by its schema (type, range, choices: ``ops.Attr``); a neuron's threshold scalar
+    or one value per channel; the recorded shape equals the shape the op computes.
     """
     seen: dict[int, object] = {}
     members = {id(n) for n in graph.nodes}
@@ -38,12 +39,13 @@ def verify_graph(graph) -> None:
         if opdef.arity is None and n_in < 1 or opdef.arity is not None and n_in != opdef.arity:
             want = "at least 1" if opdef.arity is None else str(opdef.arity)
             raise VerifyError(f"{where}: takes {want} input(s), has {n_in}")
-        for k, default in opdef.attrs.items():
-            if default is REQUIRED and k not in node.attrs:
+        for k, spec in opdef.attr_specs.items():
+            if spec.required and k not in node.attrs:
                 raise VerifyError(f"{where}: missing required attribute {k!r}")
-        unknown = set(node.attrs) - set(opdef.attrs)
+        unknown = set(node.attrs) - set(opdef.attr_specs)
         if unknown:
-            raise VerifyError(f"{where}: unknown attribute(s) {sorted(unknown)}; {node.op} takes {sorted(opdef.attrs)}")
+            raise VerifyError(f"{where}: unknown attribute(s) {sorted(unknown)}; {node.op} takes {sorted(opdef.attr_specs)}")
+        _check_attr_values(node, opdef, where)
         for k in opdef.params:
             if k not in node.params:
                 raise VerifyError(f"{where}: missing parameter {k!r}")
@@ -53,14 +55,26 @@ def verify_graph(graph) -> None:
         _check_shape(node, where)
 
 
+def _show_value(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_attr_values(node, opdef, where: str) -> None:
+    for k, v in node.attrs.items():
+        wrong = opdef.attr_specs[k].problem(v)
+        if wrong is not None:
+            raise VerifyError(f"{where}: attribute {k}={_show_value(v)} is not allowed — {k} must be {wrong}")
+
+
 def _check_shape(node, where: str) -> None:
     if node.op == "recurrent":
         try:
             node.attrs["body"].verify()
         except VerifyError as e:
             raise VerifyError(f"{where}: its body graph is broken: {e}") from None
-    if node.op in ("if_neuron", "lif_neuron"):
-        th = node.params["threshold"]
+    th = node.params.get("threshold")
+    if has_trait(node, "neuron") and th is not None:
         shape = node.inputs[0].shape
         if th.numel() != 1 and (shape is None or len(shape) < 2 or shape[1] != th.numel()):
             raise VerifyError(f"{where}: threshold has {th.numel()} values but the input is "

@@ -19,7 +19,8 @@ import torch.nn as nn
 
 from ..errors import TraceError
 from ..ir import Graph, Node, SourceLoc
-from .fx_spellings import Site, convert_function, convert_method, convert_module
+from .fx_spellings import (Site, activation_of_function, activation_of_method, activation_of_module,
+                           convert_function, convert_method, convert_module)
 
 __all__ = ["trace", "register_leaf_module", "OpaqueCall"]
 
@@ -49,7 +50,24 @@ class OpaqueCall:
         return self.__qualname__
 
 
-_HOLE = object()
+class _Hole:
+    """Where an input goes in an opaque call's arguments; one object, kept by copy/deepcopy
+    (``Graph.copy`` deep-copies attrs) and by pickling."""
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        return "_HOLE"
+
+    def __repr__(self) -> str:
+        return "<input>"
+
+
+_HOLE = _Hole()
 
 
 class _Tracer(fx.Tracer):
@@ -189,30 +207,34 @@ class _Converter:
             conv = _LEAF_TYPES.get(type(mod))
             rule = conv(mod, site) if conv else convert_module(mod, site)
             target, tname = (copy.deepcopy(mod), type(mod).__name__)
+            activation = None if conv else activation_of_module(mod)
         elif n.op == "call_function":
             rule = convert_function(site)
             target, tname = n.target, getattr(n.target, "__name__", str(n.target))
+            activation = activation_of_function(n.target)
         else:
             rule = convert_method(site)
             target, tname = getattr(torch.Tensor, n.target), f"Tensor.{n.target}"
+            activation = activation_of_method(n.target)
         if rule is not None:
             op, ins, attrs, params = rule
             node = self._add(op, ins, attrs, params, n)
         else:
-            node = self._opaque(n, target, tname, args, kwargs)
+            node = self._opaque(n, target, tname, args, kwargs, activation)
         src = n.args[0] if n.args else None
         if isinstance(src, fx.Node) and self.values.get(src) is out:
             self.env[src] = node  # an in-place op: later reads of its input see the new value
         return node
 
-    def _opaque(self, n, target, tname, args, kwargs) -> Node:
+    def _opaque(self, n, target, tname, args, kwargs, activation: str | None = None) -> Node:
         ins = [a for a in args if isinstance(a, Node)]
         if _contains_ir(kwargs) or _contains_ir(tuple(a for a in args if not isinstance(a, Node))):
             raise TraceError(f"trace: {tname} at {_source(n)} takes graph tensors inside a list or keyword; "
                              "snncompile cannot represent that call — rewrite it with positional tensor arguments")
         template = tuple(_HOLE if isinstance(a, Node) else a for a in args)
         call = OpaqueCall(target, template, dict(kwargs), tname)
-        return self._add("opaque", ins, {"target": call, "name": tname}, {}, n)
+        attrs = {"target": call, "name": tname} | ({"activation": activation} if activation else {})
+        return self._add("opaque", ins, attrs, {}, n)
 
 
 def _contains_tensor(v) -> bool:

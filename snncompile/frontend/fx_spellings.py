@@ -1,5 +1,10 @@
 """Every torch spelling of an op -> one canonical op (conversion rules for the fx frontend).
 
+Activations the op table has no op for (GELU, sigmoid, ...) stay ``opaque`` calls, but each of
+their spellings (``nn.GELU()``, ``F.gelu``, ``torch.sigmoid``, ``x.sigmoid()``, ...) is named here
+by one canonical kind from ``snncompile.ops.ACTIVATIONS`` (``activation_of_*``), which the
+frontend records on the opaque node as ``activation="gelu"``.
+
 A rule takes a ``Site`` (the fx node, its concrete argument values, the module it calls if any)
 and returns ``(op, inputs, attrs, params)`` or None when the spelling is not one we know (the
 frontend then makes an ``opaque`` node). ``inputs`` are the argument values that are tensors
@@ -17,7 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair, _single
 
-__all__ = ["Site", "convert_module", "convert_function", "convert_method"]
+__all__ = ["Site", "convert_module", "convert_function", "convert_method", "activation_of_module",
+           "activation_of_function", "activation_of_method"]
 
 
 @dataclass
@@ -272,3 +278,50 @@ def convert_module(mod: nn.Module, site: Site):
     if type(mod) is nn.Identity:
         return "identity", [x], {}, {}
     return None
+
+
+# activations with no op of their own: every spelling -> the canonical kind (ops.ACTIVATIONS) ------
+_ACTIVATION_MODULES = {
+    nn.GELU: "gelu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU: "silu", nn.ELU: "elu",
+    nn.LeakyReLU: "leaky_relu", nn.Softplus: "softplus", nn.Hardswish: "hardswish", nn.Mish: "mish",
+    nn.SELU: "selu", nn.CELU: "celu", nn.Hardsigmoid: "hardsigmoid", nn.LogSigmoid: "logsigmoid",
+    nn.Tanhshrink: "tanhshrink", nn.Softsign: "softsign", nn.PReLU: "prelu", nn.RReLU: "rrelu",
+}
+
+
+def _spellings(kind: str, names: tuple[str, ...], owners: tuple) -> dict:
+    return {getattr(o, n): kind for o in owners for n in names if callable(getattr(o, n, None))}
+
+
+_ACTIVATION_FUNCTIONS: dict = {}
+for _kind, _names in [
+    ("gelu", ("gelu",)), ("sigmoid", ("sigmoid", "sigmoid_", "expit")), ("tanh", ("tanh", "tanh_")),
+    ("silu", ("silu",)), ("elu", ("elu", "elu_")), ("leaky_relu", ("leaky_relu", "leaky_relu_")),
+    ("softplus", ("softplus",)), ("hardswish", ("hardswish",)), ("mish", ("mish",)),
+    ("selu", ("selu", "selu_")), ("celu", ("celu", "celu_")), ("hardsigmoid", ("hardsigmoid",)),
+    ("logsigmoid", ("logsigmoid", "log_sigmoid")), ("tanhshrink", ("tanhshrink",)), ("softsign", ("softsign",)),
+    ("prelu", ("prelu",)), ("rrelu", ("rrelu", "rrelu_")),
+]:
+    _ACTIVATION_FUNCTIONS |= _spellings(_kind, _names, (F, torch, torch.special))
+
+_ACTIVATION_METHODS = {n: k for k, names in [("sigmoid", ("sigmoid", "sigmoid_")), ("tanh", ("tanh", "tanh_")),
+                                             ("prelu", ("prelu",))]
+                       for n in names if hasattr(torch.Tensor, n)}
+
+
+def activation_of_module(mod: nn.Module) -> str | None:
+    """The canonical activation kind a leaf module computes (``nn.GELU()`` -> "gelu"), or None."""
+    return _ACTIVATION_MODULES.get(type(mod))
+
+
+def activation_of_function(fn) -> str | None:
+    """The canonical activation kind of a function (``F.gelu``, ``torch.sigmoid``), or None."""
+    try:
+        return _ACTIVATION_FUNCTIONS.get(fn)
+    except TypeError:  # an unhashable callable
+        return None
+
+
+def activation_of_method(name: str) -> str | None:
+    """The canonical activation kind of a tensor method (``x.sigmoid()`` -> "sigmoid"), or None."""
+    return _ACTIVATION_METHODS.get(name)
