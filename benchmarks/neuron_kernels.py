@@ -1,7 +1,8 @@
 """Benchmark the CUDA neuron kernels against the torch reference, torch.compile and a copy.
 
-For IF and LIF (SpikingJelly form, soft reset, per-channel threshold), T in {4, 8, 32}, N in {1M,
-16M} neurons (a step is [N / 64, 64]), fp32 / fp16 / bf16, two modes:
+For IF, LIF (SpikingJelly form) and signed IF (soft reset, per-channel threshold), T in {4, 8,
+32}, N in {1M, 16M} neurons (a step is [N / 64, 64], or [N / 16384, 64, 16, 16] with ``--sumpool
+k``: the neuron fused with a k x k sum pool), fp32 / fp16 / bf16, two modes:
 
 * ``infer``: spikes and the final membrane, no autograd;
 * ``train``: forward + backward with the atan surrogate (``torch.autograd.backward`` on the spikes
@@ -15,22 +16,23 @@ that compulsory traffic over the median time:
 * infer: x read + spikes written (T*N io bytes each) + final v written (N*4);
 * train: forward x read, spikes and h (fp32) written, backward spike gradients and h read,
   x gradients written, plus the final v, its gradient and threshold partials (N*4 each);
+* with ``--sumpool k`` the spikes and their gradients move T*N/k^2 io bytes instead of T*N;
 
 so ``%copy`` is the kernel's (or the reference's) share of a plain copy's bandwidth. The table
 prints as it goes; ``compiled`` recompiles per dtype, T and N (minutes for the whole sweep; leave
 it out with ``--impl kernel,reference,copy``). Run:
 
-    python benchmarks/neuron_kernels.py [--quick] [--impl kernel,copy] [--repeat 20] [--json PATH]
+    python benchmarks/neuron_kernels.py [--quick] [--impl kernel,copy] [--sumpool 2] [--repeat 20] [--json PATH]
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
 
 import torch
+import torch.nn.functional as F
 
 from snncompile.neurons import NeuronSpec, neuron_reference
 
@@ -39,14 +41,24 @@ __all__ = ["traffic_bytes", "time_ms", "bench_case", "main"]
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 IMPLS = ("kernel", "reference", "compiled", "copy")
 SPECS = {"if": NeuronSpec(kind="if", v_init=0.5),
-         "lif": NeuronSpec(kind="lif", form="spikingjelly", tau=2.0, v_init=0.5)}
+         "lif": NeuronSpec(kind="lif", form="spikingjelly", tau=2.0, v_init=0.5),
+         "signed_if": NeuronSpec(kind="signed_if", v_init=0.5)}
 
 
-def traffic_bytes(mode: str, T: int, N: int, io_bytes: int) -> int:
+def traffic_bytes(mode: str, T: int, N: int, io_bytes: int, sumpool: int | None = None) -> int:
     """Bytes a neuron layer must move (see the module docstring)."""
+    out = T * N * io_bytes // (sumpool * sumpool if sumpool else 1)  # spikes (or window sums)
     if mode == "infer":
-        return 2 * T * N * io_bytes + 4 * N
-    return T * N * (4 * io_bytes + 8) + 3 * 4 * N
+        return T * N * io_bytes + out + 4 * N
+    return T * N * (2 * io_bytes + 8) + 2 * out + 3 * 4 * N
+
+
+def _pooled(fn, k):
+    """``fn`` followed by the k x k sum pool of its spikes (the unfused reference)."""
+    def run(x, theta, spec):
+        s, v = fn(x, theta, spec)
+        return F.avg_pool2d(s.flatten(0, 1), k, divisor_override=1).unflatten(0, s.shape[:2]), v
+    return run
 
 
 def time_ms(fn, repeat: int, warmup: int = 2) -> float:
@@ -65,18 +77,19 @@ def time_ms(fn, repeat: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def _runner(impl: str, kind: str, mode: str, x, theta, gs, gv, compiled_cache: dict):
+def _runner(impl: str, kind: str, mode: str, x, theta, gs, gv, compiled_cache: dict, sumpool=None):
     from snncompile.kernels.cuda_launch import run_cupy
 
-    spec = SPECS[kind] if mode == "infer" else dataclasses.replace(SPECS[kind], surrogate="atan")
+    spec = SPECS[kind] if mode == "infer" else SPECS[kind].replace(surrogate="atan")
     if impl == "kernel":
-        fn = run_cupy
+        fn = (lambda x, theta, spec: run_cupy(x, theta, spec, sumpool=sumpool)) if sumpool else run_cupy
     elif impl == "reference":
-        fn = neuron_reference
+        fn = _pooled(neuron_reference, sumpool) if sumpool else neuron_reference
     else:
-        key = (kind, mode)
+        key = (kind, mode, sumpool)
         if key not in compiled_cache:
-            compiled_cache[key] = torch.compile(neuron_reference, dynamic=False)
+            ref = _pooled(neuron_reference, sumpool) if sumpool else neuron_reference
+            compiled_cache[key] = torch.compile(ref, dynamic=False)
         fn = compiled_cache[key]
     if mode == "infer":
         def run():
@@ -91,15 +104,17 @@ def _runner(impl: str, kind: str, mode: str, x, theta, gs, gv, compiled_cache: d
 
 
 def bench_case(kind: str, mode: str, dtype: str, T: int, N: int, impls, repeat: int,
-               copy_ms_cache: dict, compiled_cache: dict) -> list[dict]:
+               copy_ms_cache: dict, compiled_cache: dict, sumpool: int | None = None) -> list[dict]:
     """Time every implementation on one case; returns one row per implementation."""
     dt, dev = DTYPES[dtype], torch.device("cuda")
-    C = 64
-    x = torch.randn(T, N // C, C, device=dev).add_(0.3).to(dt).requires_grad_(mode == "train")
+    C, HW = 64, 16
+    step = (N // (C * HW * HW), C, HW, HW) if sumpool else (N // C, C)
+    out_step = (step[0], C, HW // sumpool, HW // sumpool) if sumpool else step
+    x = torch.randn((T,) + step, device=dev).add_(0.3).to(dt).requires_grad_(mode == "train")
     theta = (torch.rand(C, device=dev) + 0.5).requires_grad_(mode == "train")
-    gs = torch.randn(T, N // C, C, device=dev).to(dt) if mode == "train" else None
-    gv = torch.randn(N // C, C, device=dev) if mode == "train" else None
-    nbytes = traffic_bytes(mode, T, N, x.element_size())
+    gs = torch.randn((T,) + out_step, device=dev).to(dt) if mode == "train" else None
+    gv = torch.randn(step, device=dev) if mode == "train" else None
+    nbytes = traffic_bytes(mode, T, N, x.element_size(), sumpool)
     if nbytes not in copy_ms_cache:
         src = torch.empty(nbytes // 2, dtype=torch.uint8, device=dev)
         dst = torch.empty_like(src)
@@ -112,7 +127,7 @@ def bench_case(kind: str, mode: str, dtype: str, T: int, N: int, impls, repeat: 
             ms = copy_ms
         else:
             try:
-                ms = time_ms(_runner(impl, kind, mode, x, theta, gs, gv, compiled_cache), repeat)
+                ms = time_ms(_runner(impl, kind, mode, x, theta, gs, gv, compiled_cache, sumpool), repeat)
             except torch.cuda.OutOfMemoryError:
                 ms = float("nan")
             except Exception as e:  # e.g. torch.compile not available: report and go on
@@ -121,25 +136,26 @@ def bench_case(kind: str, mode: str, dtype: str, T: int, N: int, impls, repeat: 
                 ms = float("nan")
             torch.cuda.empty_cache()
         gbs = nbytes / ms / 1e6 if ms == ms else float("nan")
-        rows.append(dict(kind=kind, mode=mode, dtype=dtype, T=T, N=N, impl=impl, ms=ms, gbs=gbs,
+        rows.append(dict(kind=kind, mode=mode, dtype=dtype, T=T, N=N, impl=impl, ms=ms, gbs=gbs, sumpool=sumpool,
                          frac_copy=copy_ms / ms if ms == ms else float("nan"), bytes=nbytes))
     return rows
 
 
 def _print_rows(rows: list[dict], header: bool) -> None:
-    head = f"{'kind':4} {'mode':5} {'dtype':5} {'T':>3} {'N':>9} {'impl':9} {'ms':>9} {'GB/s':>8} {'%copy':>6}"
+    head = f"{'kind':9} {'mode':5} {'dtype':5} {'T':>3} {'N':>9} {'impl':9} {'ms':>9} {'GB/s':>8} {'%copy':>6}"
     if header:
         print(head)
         print("-" * len(head))
     for r in rows:
-        print(f"{r['kind']:4} {r['mode']:5} {r['dtype']:5} {r['T']:>3} {r['N']:>9} {r['impl']:9} "
+        print(f"{r['kind']:9} {r['mode']:5} {r['dtype']:5} {r['T']:>3} {r['N']:>9} {r['impl']:9} "
               f"{r['ms']:>9.3f} {r['gbs']:>8.1f} {100 * r['frac_copy']:>5.0f}%", flush=True)
 
 
 def main(argv=None) -> int:
     """Parse arguments, run the sweep, print the table (and write JSON)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--kinds", default="if,lif")
+    ap.add_argument("--kinds", default="if,lif", help=f"comma-separated, of {','.join(SPECS)}")
+    ap.add_argument("--sumpool", type=int, default=None, help="fuse a k x k sum pool (N: multiples of 16384)")
     ap.add_argument("--modes", default="infer,train")
     ap.add_argument("--dtypes", default="fp32,fp16,bf16")
     ap.add_argument("--T", default="4,8,32", help="comma-separated time steps")
@@ -176,7 +192,7 @@ def main(argv=None) -> int:
                 for T in map(int, args.T.split(",")):
                     for N in map(int, args.N.split(",")):
                         case = bench_case(kind, mode, dtype, T, N, impls, args.repeat, copy_cache,
-                                          compiled_cache)
+                                          compiled_cache, args.sumpool)
                         _print_rows(case, header=not rows)
                         rows += case
     if args.json:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..neurons import neuron_reference
 
 __all__ = ["run_neuron", "sum_pool_steps", "BACKENDS"]
 
@@ -32,14 +33,12 @@ def run_neuron(x: torch.Tensor, threshold: torch.Tensor, spec, T: int, v: torch.
     if backend == "cpu":
         from .cpu import run_cpu
         return run_cpu(x, threshold, spec, T, v, sumpool=sumpool)
-    if backend == "torch":
-        from ..neurons import neuron_reference
-        s, v = neuron_reference(x, threshold, spec, T, v, leak=leak)
-    elif backend == "cupy":
+    if backend == "cupy":
         from .cuda_launch import run_cupy
-        s, v = run_cupy(x, threshold, spec, T, v)
-    else:
+        return run_cupy(x, threshold, spec, T, v, sumpool=sumpool)  # fused on the device
+    if backend != "torch":
         raise ConfigError(f"unknown neuron backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    s, v = neuron_reference(x, threshold, spec, T, v, leak=leak)
     return (s if sumpool is None else sum_pool_steps(s, sumpool)), v
 
 
