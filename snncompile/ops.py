@@ -355,9 +355,7 @@ def _reshape_dims(v) -> str | None:
 
 
 def _is_graph(v) -> str | None:
-    from .ir import Graph
-
-    return None if isinstance(v, Graph) else "a Graph (the recurrent body)"
+    return None if getattr(v, "is_graph", False) else "a Graph (the recurrent body)"
 
 
 def _known_surrogate(v) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, TextIO
 from .errors import ConfigError, PassError, SnnCompileError, VerifyError
 from .ir import Graph
 
-__all__ = ["PassContext", "register_pass", "get_pass", "PASSES", "Pipeline", "parse_pipeline", "format_pass"]
+__all__ = ["PassContext", "register_pass", "get_pass", "PASSES", "Pipeline", "parse_pipeline", "format_pass", "is_lowering"]
 
 PASSES: dict[str, type] = {}
 
@@ -123,6 +123,13 @@ def format_pass(p) -> str:
     return p.name + ("{" + " ".join(opts) + "}" if opts else "")
 
 
+def is_lowering(p) -> bool:
+    """True for a pass of the lowering stage (``lowering = True`` on the pass): it rewrites the
+    graph for the runtime (hoisting, fusions) without changing what the SNN computes; printing,
+    exporters and analyses read the stage before it (``Pipeline.before_lowering``)."""
+    return bool(getattr(p, "lowering", False))
+
+
 def _as_pass(p):
     """A pass instance from an instance, a name, or one spec item like ``"normalize{mode=max}"``."""
     if not isinstance(p, str):
@@ -139,6 +146,8 @@ class Pipeline:
     ``print_after``: "all", a pass name or a list of names (default: $SNNCOMPILE_PRINT_AFTER);
     ``dump_dir``: write ``NN-pass-name.txt`` per stage (default: $SNNCOMPILE_DUMP_DIR);
     ``snapshots``: keep a copy of the graph after every pass for ``stage()``/``diff()``.
+    After ``run``, ``before_lowering`` is the graph as it was before the first lowering pass
+    (hoist-static, fusions: see ``is_lowering``), the stage exporters and analyses read.
     """
 
     def __init__(self, passes: Iterable | str = (), *, print_after=None, dump_dir: str | None = None,
@@ -153,6 +162,7 @@ class Pipeline:
         self.stream = stream
         self.stages: list[tuple[str, Graph]] = []
         self.timings: list[tuple[str, float]] = []
+        self.before_lowering: Graph | None = None
 
     # editing -------------------------------------------------------------------------------
     def _index(self, name: str) -> int:
@@ -196,10 +206,13 @@ class Pipeline:
         """
         ctx = ctx or PassContext()
         g = graph.copy()
-        self.stages, self.timings = [], []
+        self.stages, self.timings, self.before_lowering = [], [], None
         self._instrument("input", g, 0)
         ran: list[str] = []
         for k, p in enumerate(self.passes, 1):
+            if self.before_lowering is None and is_lowering(p):
+                self.before_lowering = g.copy()  # the SNN's meaning, before runtime-only rewrites
+                self.before_lowering.name = "before-lowering"
             t0 = time.perf_counter()
             before = ", ".join(ran) or "none"
             try:
@@ -222,6 +235,9 @@ class Pipeline:
                     raise PassError(f"pass {p.name!r} broke an IR invariant: {e} (passes run before: {before})") from e
             ran.append(p.name)
             self._instrument(p.name, g, k)
+        if self.before_lowering is None:
+            self.before_lowering = g.copy()
+            self.before_lowering.name = "before-lowering"
         return g
 
     def _instrument(self, name: str, g: Graph, k: int) -> None:

@@ -21,6 +21,8 @@ __all__ = ["SpikingModule"]
 class SpikingModule(nn.Module):
     """A runnable SNN around the module emitted from ``graph``.
 
+    ``graph`` is the lowered graph that runs; ``semantic_graph`` the stage before lowering
+    (taken from ``pipeline.before_lowering`` when not given), which exporters and analyses read.
     ``T``: default number of steps; ``backend``: neuron backend; ``max_chunk_bytes``: the batch is
     simulated in chunks so the largest [T*n, ...] activation stays under this size (bounds
     memory; on a CPU smaller chunks also stay in cache) — except in train mode with autograd on,
@@ -29,11 +31,16 @@ class SpikingModule(nn.Module):
     """
 
     def __init__(self, graph: Graph, T: int, *, backend: str = "torch", pipeline=None,
-                 max_chunk_bytes: int = 64 << 20):
+                 max_chunk_bytes: int = 64 << 20, semantic_graph: Graph | None = None):
         super().__init__()
         if T < 1:
             raise ConfigError(f"T must be at least 1, got {T}")
         self.graph = graph
+        # the stage before lowering (no hoisting, no fusions): what printing, exporters and
+        # analyses read; the lowered graph is what runs
+        if semantic_graph is None and pipeline is not None:
+            semantic_graph = getattr(pipeline, "before_lowering", None)
+        self.semantic_graph = semantic_graph if semantic_graph is not None else graph
         self.T = int(T)
         self.backend = backend
         self.pipeline = pipeline
