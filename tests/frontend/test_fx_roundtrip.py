@@ -1,7 +1,9 @@
-"""trace -> emit reproduces the model, and every spelling of an op becomes its one canonical op.
+"""Every spelling of an op becomes its one canonical op, and trace -> emit reproduces the model.
 
 Each case is a tiny model: its traced graph must hold exactly the expected canonical ops, and
-running the emitted module must give the model's output (max abs diff <= 1e-5, fp32).
+running the emitted module must give the model's output (max abs diff <= 1e-5, fp32). The ops'
+attributes are recorded, ops outside the table become opaque nodes that still round trip, and
+a node's source line points at the user code.
 """
 from __future__ import annotations
 
@@ -13,102 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from snncompile import emit, run_graph, trace
-from snncompile.ir import Graph
-from snncompile.models import MODELS, get_model
-
-TOL = 1e-5
-
-
-def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights and BN running stats (so BN is not the identity), eval mode."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                if m.affine:
-                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
-    return model.eval()
-
-
-def roundtrip(model: nn.Module, x: torch.Tensor, tol: float = TOL) -> Graph:
-    """Trace ``model`` on ``x``, emit, run, compare with the model; return the graph."""
-    model.eval()
-    with torch.no_grad():
-        want = model(x.clone())
-    graph = trace(model, x)
-    got = run_graph(graph, x.clone())
-    assert got.shape == want.shape
-    diff = (got - want).abs().max().item()
-    assert diff <= tol, f"round trip differs by {diff}\n{graph}"
-    return graph
-
-
-def ops(graph: Graph) -> list[str]:
-    """The graph's ops without the input and output nodes."""
-    return [n.op for n in graph.nodes if n.op not in ("input", "output")]
-
-
-# ------------------------------------------------------------------------------------------
-# the reference models
-
-# the big ones at batch 2; resnet18 is fully convolutional, so an 8x8 image keeps it quick
-_INPUT_SHAPE = {"resnet18": (3, 8, 8)}
-
-
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_models_round_trip(name):
-    torch.manual_seed(0)
-    model = _randomize(get_model(name))
-    shape = _INPUT_SHAPE.get(name, MODELS[name].input_shape)
-    x = torch.rand((2, *shape), generator=torch.Generator().manual_seed(1))
-    graph = roundtrip(model, x)
-    n_conv = sum(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in model.modules())
-    n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    n_lin = sum(isinstance(m, nn.Linear) for m in model.modules())
-    assert len(graph.find("conv2d")) == n_conv
-    assert len(graph.find("batchnorm")) == n_bn
-    assert len(graph.find("linear")) == n_lin
-    assert not graph.find("opaque"), f"{name} traced with opaque nodes:\n{graph}"
-    assert graph.output.shape == (None, 10)
-
-
-def test_mnist_cnn_shapes_in_meta():
-    graph = trace(get_model("mnist_cnn"), torch.rand(2, 1, 28, 28))
-    by_path = {n.source.module_path: n for n in graph.nodes if n.source and n.source.module_path}
-    assert graph.inputs[0].shape == (None, 1, 28, 28)
-    assert by_path["network.0"].shape == (None, 32, 26, 26)
-    assert by_path["network.3"].shape == (None, 32, 13, 13)
-    assert by_path["network.4"].op == "conv2d"
-    assert by_path["network.4"].shape == (None, 32, 11, 11)
-    assert graph.node(5) is by_path["network.4"]
-    assert by_path["network.11"].shape == (None, 32, 1, 1)
-    assert by_path["network.12"].op == "flatten" and by_path["network.12"].shape == (None, 32)
-    assert by_path["network.13"].shape == (None, 10)
-    assert all(n.meta.get("dtype") == torch.float32 for n in graph.nodes if n.op != "output")
-
-
-def test_emitted_graph_runs_at_another_batch_size():
-    """Shapes are per sample: ``x.view(x.size(0), -1)`` traced at batch 2 runs at batch 5."""
-
-    class ViewNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 4, 3)
-            self.fc = nn.Linear(4 * 4 * 4, 3)
-
-        def forward(self, x):
-            x = self.conv(x)
-            return self.fc(x.view(x.size(0), -1))
-
-    model = ViewNet().eval()
-    graph = trace(model, torch.rand(2, 1, 6, 6))
-    x = torch.rand(5, 1, 6, 6)
-    with torch.no_grad():
-        assert torch.allclose(run_graph(graph, x), model(x), atol=TOL)
+from fx_cases import X1, X2, _randomize, ops, roundtrip
+from snncompile import trace
 
 
 # ------------------------------------------------------------------------------------------
@@ -195,9 +103,6 @@ class FDropout(nn.Module):
     def forward(self, x):
         return F.dropout(self.lin(x), 0.3, self.training)
 
-
-X1 = (3, 6)          # linear inputs
-X2 = (2, 3, 8, 8)    # conv2d inputs
 
 SPELLINGS = {
     # relu: every spelling is one relu node
@@ -313,75 +218,6 @@ def test_conv_attrs_recorded():
     assert conv.shape == (None, 8, 5, 5)
 
 
-def test_nested_sequentials_keep_module_paths():
-    model = nn.Sequential(
-        nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()),
-        nn.Sequential(nn.Sequential(nn.Conv2d(4, 4, 3)), nn.ReLU()),
-    )
-    graph = roundtrip(_randomize(model), torch.randn(X2))
-    assert ops(graph) == ["conv2d", "relu", "conv2d", "relu"]
-    paths = [n.source.module_path for n in graph.nodes if n.op not in ("input", "output")]
-    assert paths == ["0.0", "0.1", "1.0.0", "1.1"]
-
-
-def test_module_called_twice_gives_two_nodes_with_equal_weights():
-    class Twice(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(4, 4, 3, padding=1)
-
-        def forward(self, x):
-            return self.conv(torch.relu(self.conv(x)))
-
-    model = Twice()
-    graph = roundtrip(model, torch.randn(2, 4, 6, 6))
-    a, b = graph.find("conv2d")
-    assert ops(graph) == ["conv2d", "relu", "conv2d"]
-    assert b.inputs[0].inputs[0] is a
-    assert torch.equal(a.params["weight"], b.params["weight"])
-    assert torch.equal(a.params["bias"], b.params["bias"])
-    assert torch.equal(a.params["weight"], model.conv.weight)
-    # each node owns its tensors: a pass rescaling one call must not rescale the other
-    a.params["weight"].mul_(2)
-    assert not torch.equal(a.params["weight"], b.params["weight"])
-
-
-def test_residual_block():
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
-            self.bn1 = nn.BatchNorm2d(4)
-            self.conv2 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
-            self.bn2 = nn.BatchNorm2d(4)
-
-        def forward(self, x):
-            out = F.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            return F.relu(out + x)
-
-    graph = roundtrip(_randomize(Block()), torch.randn(2, 4, 6, 6))
-    assert ops(graph) == ["conv2d", "batchnorm", "relu", "conv2d", "batchnorm", "add", "relu"]
-    (add,) = graph.find("add")
-    assert add.inputs[0].op == "batchnorm" and add.inputs[1] is graph.inputs[0]
-
-
-def test_emitted_module_is_readable_and_holds_params():
-    model = _randomize(get_model("mnist_cnn"))
-    graph = trace(model, torch.rand(2, 1, 28, 28))
-    gm = emit(graph)
-    code = gm.code
-    assert "conv2d" in code and "avg_pool2d" in code
-    # batch norm is a module so that .train() switches it to batch statistics
-    assert "self.network_1(" in code and type(gm.network_1).__name__ == "_BatchNorm"
-    assert not gm.training  # emitted modules start in eval mode, computing what the graph says
-    n_params = sum(p.numel() for p in gm.parameters()) + sum(
-        b.numel() for name, b in gm.named_buffers() if "running" in name)
-    assert n_params == sum(p.numel() for p in model.parameters()) + sum(
-        b.numel() for name, b in model.named_buffers() if "running" in name)
-    assert set(gm.ir_names) == {n.id for n in graph.nodes if n.op != "output"}
-
-
 # ------------------------------------------------------------------------------------------
 # ops outside the table
 
@@ -417,61 +253,6 @@ def test_opaque_with_constant_arguments_round_trips():
     """Constant arguments of an unknown call are baked into the node (here ``alpha=2``)."""
     graph = roundtrip(Two(lambda a, b: torch.add(a, b, alpha=2)), torch.randn(X2))
     assert ops(graph) == ["conv2d", "conv2d", "opaque"]
-
-
-# ------------------------------------------------------------------------------------------
-# in-place spellings must keep eager semantics
-
-
-class _InplaceAlias(nn.Module):
-    """The in-place relu changes ``y`` itself, so ``y + z`` is ``2 * relu(lin(x))`` in eager."""
-
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(6, 5)
-
-    def forward(self, x):
-        y = self.lin(x)
-        z = y.relu_()
-        return y + z
-
-
-class _IaddAlias(nn.Module):
-    """``c`` aliases ``a``; after ``a += b`` both are the sum in eager."""
-
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Linear(6, 5)
-        self.b = nn.Linear(6, 5)
-
-    def forward(self, x):
-        a = self.a(x)
-        c = a
-        a += self.b(x)
-        return c * 2.0
-
-
-@pytest.mark.parametrize("factory", [
-    _InplaceAlias,
-    pytest.param(_IaddAlias, marks=pytest.mark.xfail(
-        strict=True, reason="torch.fx limitation: Proxy has no __iadd__, so `a += b` is recorded as "
-        "`a + b` and the alias keeps the old value; the fx graph carries no trace of the mutation")),
-])
-def test_inplace_op_on_a_tensor_read_later(factory):
-    """An in-place op mutates its input: a later reader of that input sees the new value.
-
-    Either the graph reproduces that, or trace refuses the model; a silently different
-    function is the one wrong answer.
-    """
-    from snncompile.errors import TraceError
-
-    torch.manual_seed(0)
-    model = factory().eval()
-    x = torch.randn(X1)
-    try:
-        roundtrip(model, x)
-    except TraceError as e:
-        assert "in-place" in str(e) or "inplace" in str(e)
 
 
 def test_source_lines_point_at_user_code():
