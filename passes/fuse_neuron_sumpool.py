@@ -2,7 +2,8 @@
 
 The spike tensor of an early layer is the largest tensor of the SNN ([T*N, C, H, W]); writing it
 and reading it back for the pool costs as much as the convolutions on a CPU. Fused, the neuron
-writes the window sums directly (``if_neuron ... sumpool=k``), which are exact integer counts.
+writes the window sums directly (``neuron_sumpool2d ... kernel_size=k``), which are exact counts.
+A pass of the lowering stage: the SNN computes the same; exporters read the stage before it.
 Requires: relu-to-if (or insert-surrogate) has run. Guarantees: the same values reach the pool's
 readers; the neuron's membrane evolves exactly as before (neurons in rows a floor pool drops are
 still simulated; firing rates of a fused layer count the neurons the pool reads). With
@@ -13,7 +14,8 @@ the CPU kernels then never write the spikes and fold the pool's backward into BP
 from __future__ import annotations
 
 from snncompile.ir import Graph
-from snncompile.ops import has_trait
+from snncompile.neurons import get_family
+from snncompile.ops import FUSED_NEURON_SUMPOOL, NEURON_OP
 from snncompile.pipeline import PassContext, register_pass
 
 from ._walk import single_user
@@ -31,20 +33,25 @@ class FuseNeuronSumpool:
     """Option: ``avgpool`` (also fuse k x k, stride-k average pools, as sum pool + 1/k^2)."""
 
     avgpool: bool = False
+    lowering = True  # runtime-only: the graph before it is what exporters and analyses read
 
     def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
         for pool in list(graph.nodes):
             if pool.op != "sumpool2d" and not (self.avgpool and pool.op == "avgpool2d" and _plain_avg(pool)):
                 continue
             neuron = pool.inputs[0]
-            if not has_trait(neuron, "neuron") or single_user(graph, neuron) is not pool or neuron.attrs.get("sumpool"):
+            if neuron.op != NEURON_OP or single_user(graph, neuron) is not pool:
+                continue
+            if get_family(neuron.attrs["family"]).spikes != "binary":
+                # window sums of +1/-1 spikes would hide how many spikes there were (firing rates,
+                # synaptic operations): signed neurons stay unfused
                 continue
             k = _square(pool.attrs["kernel_size"])
             stride = _square(pool.attrs.get("stride") or pool.attrs["kernel_size"])
             if k is None or stride != k or any(_pad(pool.attrs.get("padding", 0))) or len(neuron.shape) != 4:
                 continue
-            # the same neuron, now writing window sums: only its shape changes
-            graph.replace(neuron, neuron.op, attrs=neuron.attrs | {"sumpool": k}, params=neuron.params,
+            # the same neuron, now writing window sums: an op of its own with the pool's shape
+            graph.replace(neuron, FUSED_NEURON_SUMPOOL, attrs=neuron.attrs | {"kernel_size": k}, params=neuron.params,
                           meta={"shape": pool.shape, "fused": f"{pool.op} %{pool.id}"}, keep_meta="all")
             if pool.op == "avgpool2d":
                 graph.replace(pool, "mul_const", attrs={"value": 1.0 / (k * k)})

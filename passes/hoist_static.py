@@ -18,6 +18,8 @@ __all__ = ["HoistStatic"]
 class HoistStatic:
     """No options."""
 
+    lowering = True  # runtime-only: the graph before it is what exporters and analyses read
+
     def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
         for enc in list(graph.find("encode")):
             if enc.attrs.get("method", "direct") == "direct":

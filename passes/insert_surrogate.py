@@ -3,8 +3,8 @@
 Requires: a traced ANN definition (trained or not); batch norm, pools and linear ops stay and run
 on T folded into the batch. Guarantees: no ``relu`` (or ``clamp`` with floor 0, e.g. ReLU6: a
 neuron's rate is bounded anyway, and the ceiling is not kept) is left; each
-becomes an ``if_neuron`` or ``lif_neuron`` (DESIGN.md equations: LIF with ``tau`` or, when
-``beta`` is given, snnTorch's ``beta``) whose ``surrogate`` attribute makes its spikes
+becomes a ``neuron`` of the family ``neuron`` names (DESIGN.md equations: LIF with ``tau`` or,
+when ``beta`` is given, snnTorch's ``beta``) whose ``surrogate`` attribute makes its spikes
 differentiable; neurons already in the graph (from snncompile.layers, also inside recurrent
 bodies) that have no surrogate get this one. Refuses activations a spiking neuron cannot stand
 in for (GELU, sigmoid, ...), naming the node.
@@ -15,7 +15,8 @@ import torch
 
 from snncompile.errors import ConfigError
 from snncompile.ir import Graph
-from snncompile.ops import has_trait
+from snncompile.neurons import FAMILIES, NeuronSpec, get_family
+from snncompile.ops import NEURON_OP, has_trait, neuron_attrs
 from snncompile.pipeline import PassContext, register_pass
 from snncompile.surrogate import get_surrogate
 
@@ -43,15 +44,17 @@ class InsertSurrogate:
     learn_leak: bool = False
 
     def _check(self) -> None:
-        if self.neuron not in ("if", "lif"):
-            raise ConfigError(f"insert-surrogate: neuron must be 'if' or 'lif', got {self.neuron!r}")
+        if self.neuron not in FAMILIES:
+            raise ConfigError(f"insert-surrogate: neuron must be a neuron family ({', '.join(FAMILIES)}), "
+                              f"got {self.neuron!r}")
         get_surrogate(self.surrogate)
         if self.neuron == "lif" and self.beta is None and not self.tau > 1.0:
             raise ConfigError(f"insert-surrogate: tau must be > 1 step, got {self.tau}")
         if self.beta is not None and not 0.0 < self.beta < 1.0:
             raise ConfigError(f"insert-surrogate: beta must be in (0, 1), got {self.beta}")
-        if self.learn_leak and self.neuron != "lif":
-            raise ConfigError("insert-surrogate: learn_leak needs neuron='lif' (IF neurons do not leak)")
+        if self.learn_leak and get_family(self.neuron).leak is None:
+            raise ConfigError(f"insert-surrogate: learn_leak needs a leaky neuron such as neuron='lif' "
+                              f"({self.neuron!r} neurons do not leak)")
         if not self.threshold > 0:
             raise ConfigError(f"insert-surrogate: threshold must be positive, got {self.threshold}")
 
@@ -64,19 +67,21 @@ class InsertSurrogate:
     def _rewrite(self, graph: Graph) -> None:
         for n in list(graph.nodes):
             if n.op == "relu" or n.op == "clamp" and (n.attrs.get("min") or 0.0) == 0.0:
-                graph.replace(n, "if_neuron" if self.neuron == "if" else "lif_neuron", attrs=self._attrs(),
-                              params={"threshold": torch.tensor(float(self.threshold))})
+                graph.replace(n, NEURON_OP, attrs=self._attrs(), params={"threshold": torch.tensor(float(self.threshold))})
             elif has_trait(n, "neuron") and n.attrs.get("surrogate") is None:
                 n.attrs["surrogate"] = self.surrogate
                 n.attrs["alpha"] = self.alpha
             elif n.op == "recurrent":
                 self._rewrite(n.attrs["body"])
 
-    def _attrs(self) -> dict:
-        a = {"v_init": float(self.v_init), "reset": self.reset, "surrogate": self.surrogate, "alpha": self.alpha,
-             "detach_reset": bool(self.detach_reset), "learn_threshold": bool(self.learn_threshold)}
+    def _spec(self) -> NeuronSpec:
+        params = {"v_init": float(self.v_init), "reset": self.reset}
         if self.neuron == "lif":
-            form = "snntorch" if self.beta is not None else "spikingjelly"
-            a |= {"form": form, "tau": float(self.tau), "beta": 0.9 if self.beta is None else float(self.beta),
-                  "learn_leak": bool(self.learn_leak)}
-        return a
+            params |= {"form": "snntorch" if self.beta is not None else "spikingjelly", "tau": float(self.tau),
+                       "beta": 0.9 if self.beta is None else float(self.beta)}
+        return NeuronSpec(self.neuron, surrogate=self.surrogate, alpha=self.alpha, detach_reset=bool(self.detach_reset),
+                          **params)
+
+    def _attrs(self) -> dict:
+        return neuron_attrs(self._spec(), learn_threshold=bool(self.learn_threshold),
+                            learn_leak=bool(self.learn_leak))

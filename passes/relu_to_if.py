@@ -2,7 +2,7 @@
 
 Requires: normalized activations (run ``normalize`` first: each ReLU's input is then in units of
 its activation scale, so threshold 1 is right). Guarantees: no ``relu`` is left; each becomes
-``if_neuron`` with threshold 1.0 (or ``threshold``), reset by subtraction and v_init as given
+``neuron`` of family ``if`` (or the family given) with threshold 1.0 (or ``threshold``), reset by subtraction and v_init as given
 (0 or 0.5 of the threshold), exactly the equations in DESIGN.md. Refuses activations it cannot
 turn into IF neurons (GELU, sigmoid, clamp with a negative floor, ...) naming the node.
 """
@@ -12,6 +12,8 @@ import torch
 
 from snncompile.errors import ConfigError
 from snncompile.ir import Graph
+from snncompile.neurons import NeuronSpec
+from snncompile.ops import NEURON_OP, neuron_attrs
 from snncompile.pipeline import PassContext, register_pass
 
 from ._walk import refuse_non_relu_activations
@@ -20,17 +22,20 @@ __all__ = ["ReluToIf"]
 
 @register_pass("relu-to-if")
 class ReluToIf:
-    """Options: ``v_init`` (0 or 0.5, fraction of threshold), ``threshold`` (default 1.0)."""
+    """Options: ``v_init`` (0 or 0.5, fraction of threshold), ``threshold`` (default 1.0),
+    ``neuron`` (the family: "if", or e.g. "signed_if"; it must reset by subtraction)."""
 
     v_init: float = 0.5
     threshold: float = 1.0
+    neuron: str = "if"
 
     def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
         if not 0.0 <= self.v_init < 1.0:
             raise ConfigError(f"relu-to-if: v_init={self.v_init} must be in [0, 1) (a fraction of the threshold)")
+        spec = NeuronSpec(self.neuron, v_init=float(self.v_init), reset="subtract")
         refuse_non_relu_activations(graph, "relu-to-if")
         for n in graph.find("relu"):
             # a spike still means the ReLU's activation scale (normalize recorded it)
-            graph.replace(n, "if_neuron", attrs={"v_init": float(self.v_init), "reset": "subtract"},
+            graph.replace(n, NEURON_OP, attrs=neuron_attrs(spec),
                           params={"threshold": torch.tensor(float(self.threshold))}, keep_meta=("act_scale",))
         return graph

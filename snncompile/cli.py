@@ -83,6 +83,9 @@ def _cmd_compile(a) -> int:
                       granularity=a.granularity, v_init=a.v_init, backend=a.backend,
                       print_after=a.print_after, dump_dir=a.dump)
     print(f"// {a.model} compiled (calibration: {what}); pipeline {snn.pipeline}")
+    print("// the SNN (the stage before lowering: what exporters and analyses read)")
+    print(snn.semantic_graph)
+    print("// lowered for the runtime (hoist-static, fusions): what runs")
     print(snn.graph)
     print(snn.code)
     if a.out:

@@ -17,7 +17,7 @@ from .errors import ConfigError
 from .ir import Graph, Node
 from .neuron_module import SpikingNeuron
 from .neurons import NeuronSpec, family_of_node
-from .ops import NEURON_OPS, get_op
+from .ops import FUSED_NEURON_SUMPOOL, get_op, has_trait
 from .spike_pool import SpikeMaxPool2d
 from .stateful import RecurrentModule, SynapseFilterModule
 
@@ -136,9 +136,9 @@ def emit(graph: Graph, *, backend: str = "torch") -> fx.GraphModule:
             g.output(args[0] if len(args) == 1 else tuple(args))
             continue
         base = _base_name(node, taken)
-        if node.op in NEURON_OPS:
+        if has_trait(node, "neuron"):
             root.add_module(base, SpikingNeuron(neuron_spec(node), node.params["threshold"], backend,
-                                                node.attrs.get("sumpool"),
+                                                node.attrs.get("kernel_size") if node.op == FUSED_NEURON_SUMPOOL else None,
                                                 learn_threshold=bool(node.attrs.get("learn_threshold")),
                                                 learn_leak=bool(node.attrs.get("learn_leak"))))
             fxn = g.create_node("call_module", base, (args[0], T), {}, name=base)

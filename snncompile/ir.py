@@ -76,8 +76,10 @@ class Node:
     def format(self) -> str:
         """One printed line: op, inputs, attrs, params, then module path, source and shape."""
         args = ", ".join(f"%{i.id}" for i in self.inputs)
-        items = [f"{k}={_format_value(v)}" for k, v in self.params.items()]
-        items += [f"{k}={_format_value(v)}" for k, v in self.attrs.items() if _shown(self.op, k, v)]
+        # an attribute that says what kind of op this is (a neuron's family) comes first
+        first = [f"family={self.attrs['family']}"] if "family" in self.attrs else []
+        items = first + [f"{k}={_format_value(v)}" for k, v in self.params.items()]
+        items += [f"{k}={_format_value(v)}" for k, v in self.attrs.items() if k != "family" and _shown(self, k, v)]
         lhs = f"%{self.id} = {self.op}({args})"
         body = " ".join([lhs] + items)
         tail = []

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from .ops import OPS
+
 __all__ = ["format_shape"]
 
 
@@ -46,15 +48,15 @@ def _format_tensor(t: torch.Tensor) -> str:
 _ALWAYS_SHOWN = {"stride", "padding", "kernel_size"}
 
 
-def _shown(op: str, key: str, value) -> bool:
+def _shown(node, key: str, value) -> bool:
     """Print an attribute unless it equals the op's default (keeps lines short)."""
     if key in _ALWAYS_SHOWN:
         return True
-    from .ops import OPS
-    opdef = OPS.get(op)
-    if opdef is None or key not in opdef.attr_specs:
+    opdef = OPS.get(node.op)
+    specs = None if opdef is None else opdef.specs_for(node)
+    if specs is None or key not in specs:
         return True
-    default = opdef.attr_specs[key].default
+    default = specs[key].default
     try:
         return not (value == default or (isinstance(value, tuple) and all(v == default for v in value)))
     except Exception:

@@ -21,7 +21,8 @@ from .errors import ConfigError
 from .frontend.fx import register_leaf_module
 from .ir import Graph
 from .neuron_module import SpikingNeuron
-from .neurons import NeuronSpec, ParamView, family_op
+from .neurons import NeuronSpec, ParamView
+from .ops import NEURON_OP, neuron_attrs
 from .stateful import SynapseFilterModule
 
 __all__ = ["IF", "LIF", "SynapseFilter", "ElementwiseRecurrent", "LinearRecurrent", "reset_states"]
@@ -62,14 +63,14 @@ class _Neuron(_Layer):
     def ir_fields(self) -> tuple[str, dict, dict]:
         """``(op, attrs, params)`` of the IR node this neuron becomes (current learned values)."""
         s = self.spec
-        attrs = s.attrs() | {"learn_threshold": isinstance(self.neuron.threshold, nn.Parameter),
-                             "learn_leak": self.neuron.leak_logit is not None}
+        attrs = neuron_attrs(s, learn_threshold=isinstance(self.neuron.threshold, nn.Parameter),
+                             learn_leak=self.neuron.leak_logit is not None)
         if self.neuron.leak is not None:  # the learned leak's current value in the family's own parameter
             name, reciprocal = s.family.leak(ParamView(s.params()))
             k = float(self.neuron.leak.detach())
             attrs[name] = 1.0 / k if reciprocal else k
         params = {"threshold": self.neuron.threshold.detach().clone()}
-        return family_op(s.kind), attrs, params
+        return NEURON_OP, attrs, params
 
 
 class IF(_Neuron):

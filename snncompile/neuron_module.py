@@ -97,7 +97,7 @@ class SpikingNeuron(torch.nn.Module):
         if self.record_rates:
             counts = s.detach().float()
             if self.spec.family.spikes == "signed":
-                counts = counts.abs()  # a window sum of signed spikes would hide spikes: fused pools are binary
+                counts = counts.abs()  # a -1 spike is a spike (signed neurons are never fused with a pool)
             self.spike_count += float(counts.sum())  # pooled sums keep the total
             # fused: each output is a k x k window sum; rows a floor pool drops are not counted
             self.neuron_steps += s.numel() * (self.sumpool or 1) ** 2

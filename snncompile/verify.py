@@ -39,13 +39,14 @@ def verify_graph(graph) -> None:
         if opdef.arity is None and n_in < 1 or opdef.arity is not None and n_in != opdef.arity:
             want = "at least 1" if opdef.arity is None else str(opdef.arity)
             raise VerifyError(f"{where}: takes {want} input(s), has {n_in}")
-        for k, spec in opdef.attr_specs.items():
+        specs = opdef.specs_for(node)
+        for k, spec in specs.items():
             if spec.required and k not in node.attrs:
                 raise VerifyError(f"{where}: missing required attribute {k!r}")
-        unknown = set(node.attrs) - set(opdef.attr_specs)
+        unknown = set(node.attrs) - set(specs)
         if unknown:
-            raise VerifyError(f"{where}: unknown attribute(s) {sorted(unknown)}; {node.op} takes {sorted(opdef.attr_specs)}")
-        _check_attr_values(node, opdef, where)
+            raise VerifyError(f"{where}: unknown attribute(s) {sorted(unknown)}; {node.op} takes {sorted(specs)}")
+        _check_attr_values(node, specs, where)
         for k in opdef.params:
             if k not in node.params:
                 raise VerifyError(f"{where}: missing parameter {k!r}")
@@ -60,9 +61,9 @@ def _show_value(v) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _check_attr_values(node, opdef, where: str) -> None:
+def _check_attr_values(node, specs, where: str) -> None:
     for k, v in node.attrs.items():
-        wrong = opdef.attr_specs[k].problem(v)
+        wrong = specs[k].problem(v)
         if wrong is not None:
             raise VerifyError(f"{where}: attribute {k}={_show_value(v)} is not allowed — {k} must be {wrong}")
 

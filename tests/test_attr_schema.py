@@ -15,11 +15,15 @@ from snncompile.ops import OPS, REQUIRED, Attr, OpDef, get_op, register_op
 from snncompile.pipeline import PassContext, Pipeline
 
 
-def _neuron_graph(op="if_neuron", **attrs) -> Graph:
+def _neuron_graph(family="if", op="neuron", **attrs) -> Graph:
+    """A neuron of ``family`` (op ``neuron``, or ``neuron_sumpool2d`` fused with a 2x2 sum pool)."""
+    fused = op == "neuron_sumpool2d"
+    shape, out = ((None, 4, 4, 4), (None, 4, 2, 2)) if fused else ((None, 4), (None, 4))
+    attrs = {"family": family, **({"kernel_size": 2} if fused else {}), **attrs}
     g = Graph(name="neuron")
-    x = g.add("input", meta={"shape": (None, 4)})
-    n = g.add(op, [x], attrs, {"threshold": torch.tensor(1.0)}, meta={"shape": (None, 4)})
-    g.add("output", [n], meta={"shape": (None, 4)})
+    x = g.add("input", meta={"shape": shape})
+    n = g.add(op, [x], attrs, {"threshold": torch.tensor(1.0)}, meta={"shape": out})
+    g.add("output", [n], meta={"shape": out})
     g.nodes[0].attrs["kind"] = "sequence"
     return g
 
@@ -53,30 +57,39 @@ def test_misspelt_reset_names_the_node_and_the_value():
     assert "one of 'subtract', 'value'" in msg
 
 
-@pytest.mark.parametrize("op,key,value,allowed", [
-    ("if_neuron", "reset", "substract", "one of 'subtract', 'value'"),
-    ("if_neuron", "input_kind", "dynamic", "one of 'sequence', 'static'"),
-    ("if_neuron", "v_init", "0.5", "a number"),
-    ("if_neuron", "detach_reset", 1, "a bool"),
-    ("if_neuron", "alpha", 0.0, "a number > 0"),
-    ("if_neuron", "sumpool", 0, "an int >= 1"),
-    ("if_neuron", "surrogate", "atann", "'atan'"),
-    ("if_neuron", "surrogate", 3, "a string"),
-    ("lif_neuron", "form", "brian", "one of 'spikingjelly', 'snntorch'"),
-    ("lif_neuron", "tau", 0.0, "a number > 0"),
-    ("lif_neuron", "tau", -2.0, "a number > 0"),
-    ("lif_neuron", "beta", 1.5, "a number in [0, 1]"),
+@pytest.mark.parametrize("family,op,key,value,allowed", [
+    ("if", "neuron", "reset", "substract", "one of 'subtract', 'value'"),
+    ("if", "neuron", "input_kind", "dynamic", "one of 'sequence', 'static'"),
+    ("if", "neuron", "v_init", "0.5", "a number"),
+    ("if", "neuron", "detach_reset", 1, "a bool"),
+    ("if", "neuron", "alpha", 0.0, "a number > 0"),
+    ("if", "neuron_sumpool2d", "kernel_size", 0, "an int >= 1"),
+    ("if", "neuron", "surrogate", "atann", "'atan'"),
+    ("if", "neuron", "surrogate", 3, "a string"),
+    ("lif", "neuron", "form", "brian", "one of 'spikingjelly', 'snntorch'"),
+    ("lif", "neuron", "tau", 0.0, "a number > 0"),
+    ("lif", "neuron", "tau", -2.0, "a number > 0"),
+    ("lif", "neuron", "beta", 1.5, "a number in [0, 1]"),
 ])
-def test_bad_neuron_attrs(op, key, value, allowed):
-    g = _neuron_graph(op)
+def test_bad_neuron_attrs(family, op, key, value, allowed):
+    g = _neuron_graph(family, op)
     g.verify()
     _bad(g, g.nodes[1], key, value, allowed)
 
 
+def test_sumpool_is_not_an_attribute_of_a_neuron():
+    """The fused neuron + sum pool is an op of its own (neuron_sumpool2d kernel_size=k), not an
+    attribute of a neuron."""
+    g = _neuron_graph("if", sumpool=2)
+    with pytest.raises(VerifyError, match=re.escape(g.nodes[1].describe()) + r": unknown attribute\(s\) \['sumpool'\]"):
+        g.verify()
+
+
 def test_good_neuron_attrs_verify():
-    _neuron_graph("if_neuron", reset="value", v_init=0.5, v_reset=0, input_kind="static", surrogate="atan",
+    _neuron_graph("if", reset="value", v_init=0.5, v_reset=0, input_kind="static", surrogate="atan",
                   alpha=2.0, detach_reset=True).verify()
-    _neuron_graph("lif_neuron", tau=3, beta=0.5, form="snntorch", alpha=None, surrogate=None).verify()
+    _neuron_graph("lif", tau=3, beta=0.5, form="snntorch", alpha=None, surrogate=None).verify()
+    _neuron_graph("if", "neuron_sumpool2d", reset="value", v_init=0.5, surrogate="atan").verify()
 
 
 @pytest.mark.parametrize("op,key,value,allowed", [
@@ -119,7 +132,8 @@ def test_bad_values_of_the_snn_ops():
     g.find("readout")[0].attrs["mode"] = "mean"
     _bad(g, g.inputs[0], "kind", "dynamic", "one of 'static', 'sequence', 'state'")
     g.inputs[0].attrs["kind"] = "static"
-    _bad(g, g.find("if_neuron")[0], "reset", "substract", "one of 'subtract', 'value'")
+    _bad(g, [n for n in g.find("neuron") if n.attrs["family"] == "if"][0], "reset", "substract",
+         "one of 'subtract', 'value'")
 
 
 def test_other_table_schemas():

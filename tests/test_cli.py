@@ -28,7 +28,7 @@ def test_inspect_dump_writes_numbered_files(tmp_path, capsys):
 def test_compile_prints_the_spiking_graph_and_code(capsys):
     assert main(["compile", "mlp", "--T", "4"]) == 0
     out = capsys.readouterr().out
-    assert "if_neuron(" in out and "readout(" in out and "def forward(self, x, T)" in out
+    assert " = neuron(" in out and " family=if " in out and "readout(" in out and "def forward(self, x, T)" in out
 
 
 def test_unknown_model_is_a_clear_error(capsys):
@@ -41,5 +41,5 @@ def test_inspect_train_prints_the_direct_training_pipeline(capsys):
     assert main(["inspect", "mnist", "--train", "--neuron", "if", "--print-after", "insert-surrogate"]) == 0
     out = capsys.readouterr().out
     assert "insert-surrogate" in out and "// ----- after insert-surrogate -----" in out
-    assert out.count("if_neuron(") == 3 and "surrogate=atan" in out
+    assert out.count(" = neuron(") == out.count(" family=if ") == 3 and "surrogate=atan" in out
     assert "batchnorm(" in out  # BN stays for training (not folded)

@@ -124,7 +124,7 @@ def test_temporal_graphs_and_missing_inputs_are_refused():
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
     x = torch.rand(4, 3)
     snn = Pipeline("normalize{mode=fixed},relu-to-if").run(snncompile.trace(model, x), PassContext())
-    with pytest.raises(ConfigError, match=r"interpret: node %\d+ if_neuron .*sees time"):
+    with pytest.raises(ConfigError, match=r"interpret: node %\d+ neuron .*sees time"):
         interpret(snn, x)
     g = snncompile.trace(TwoInOut().eval(), (torch.randn(2, 3), torch.randn(2, 5)))
     with pytest.raises(ConfigError, match="input 1 but 1 input"):

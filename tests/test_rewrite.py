@@ -45,10 +45,10 @@ def test_replace_keeps_position_id_and_readers():
 def test_replace_meta_starts_afresh():
     g = _chain()
     r = g.nodes[1]
-    n = g.replace(r, "if_neuron", attrs={"v_init": 0.5}, params={"threshold": torch.tensor(1.0)})
+    n = g.replace(r, "neuron", attrs={"family": "if", "v_init": 0.5}, params={"threshold": torch.tensor(1.0)})
     assert set(n.meta) == {"source", "shape"}  # static, act_scale, dtype of the relu are gone
     assert n.shape == (None, 2, 4, 4)  # recomputed by the op's shape rule
-    n2 = g.replace(n, "if_neuron", attrs=n.attrs, params=n.params, meta={"note": 1})
+    n2 = g.replace(n, "neuron", attrs=n.attrs, params=n.params, meta={"note": 1})
     assert set(n2.meta) == {"source", "shape", "note"}
     g = _chain()
     n = g.replace(g.nodes[1], "relu", keep_meta=("act_scale",))

@@ -138,7 +138,9 @@ def test_firing_rates(snn):
     rates = snn.firing_rates(x)
     neurons = snn.neurons()
     assert set(rates) == set(neurons)
-    assert len(rates) == len(snn.graph.find("if_neuron")) == 2
+    # the lowered graph: one neuron fused with its sum pool, one plain neuron, both of family if
+    neuron_nodes = snn.graph.find("neuron_sumpool2d") + snn.graph.find("neuron")
+    assert len(rates) == len(neuron_nodes) == 2 and {n.attrs["family"] for n in neuron_nodes} == {"if"}
     assert all(0.0 <= r <= 1.0 for r in rates.values())
     assert all(r > 0 for r in rates.values())
     # the same numbers counted by hooks on the neuron modules

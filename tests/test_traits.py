@@ -17,6 +17,8 @@ import snncompile
 from snncompile import ops
 from snncompile.errors import ConfigError
 from snncompile.ir import Graph
+from snncompile.neurons import NeuronFamily, Param, get_family, neuron_families, register_family, unregister_family
+from snncompile.neurons.params import V_INIT, reset_param
 from snncompile.ops import NEURON_OPS, OPS, STATEFUL_OPS, OpDef, has_trait, ops_with, register_op
 from snncompile.pipeline import PassContext, Pipeline
 
@@ -41,16 +43,18 @@ def test_trait_sets_of_the_standard_ops():
     assert set(ops_with("weighted")) == {"conv1d", "conv2d", "linear"}
     assert set(ops_with("shape")) == {"flatten", "reshape", "dropout", "identity"}
     assert set(ops_with("layout")) == {"flatten", "reshape"}
-    assert set(ops_with("neuron")) == {"if_neuron", "lif_neuron"}
-    assert set(ops_with("stateful")) == {"if_neuron", "lif_neuron", "spike_maxpool2d", "synapse_filter", "recurrent"}
+    assert set(ops_with("neuron")) == {"neuron", "neuron_sumpool2d"}
+    assert set(ops_with("stateful")) == {"neuron", "neuron_sumpool2d", "spike_maxpool2d", "synapse_filter", "recurrent"}
     assert set(ops_with("temporal")) == {n for n, d in OPS.items() if d.temporal}
-    assert set(ops_with("pooling")) == {"avgpool2d", "sumpool2d", "maxpool2d", "spike_maxpool2d", "adaptive_avgpool2d"}
+    assert set(ops_with("pooling")) == {"avgpool2d", "sumpool2d", "maxpool2d", "spike_maxpool2d", "adaptive_avgpool2d",
+                                        "neuron_sumpool2d"}
     assert set(ops_with("multiply")) == {"mul_const", "scale"}
     st = set(ops_with("scale_transparent"))
     assert {"relu", "maxpool2d", "avgpool2d", "sumpool2d", "adaptive_avgpool2d", "flatten", "reshape", "dropout",
             "identity", "mul_const", "scale", "cat", "add"} == st
     assert set(ops_with("linear")) <= st  # linear implies positively homogeneous
-    for op in ("clamp", "batchnorm", "conv2d", "linear", "if_neuron", "spike_maxpool2d", "opaque", "encode"):
+    for op in ("clamp", "batchnorm", "conv2d", "linear", "neuron", "neuron_sumpool2d", "spike_maxpool2d", "opaque",
+               "encode"):
         assert op not in st, op
 
 
@@ -68,9 +72,9 @@ def test_has_trait_takes_names_and_nodes():
 
 
 def test_neuron_and_stateful_ops_are_computed_from_traits(scratch_ops):
-    assert tuple(NEURON_OPS) == ops_with("neuron") and "if_neuron" in NEURON_OPS
+    assert tuple(NEURON_OPS) == ops_with("neuron") and "neuron" in NEURON_OPS
     assert tuple(STATEFUL_OPS) == ops_with("stateful")
-    assert NEURON_OPS == ("if_neuron", "lif_neuron")
+    assert NEURON_OPS == ("neuron", "neuron_sumpool2d")
     assert "relu" not in NEURON_OPS and None not in NEURON_OPS
     register_op(OpDef("my_neuron", 1, {}, ("threshold",), temporal=True, shape_rule=lambda s, n: s[0],
                       traits={"neuron", "stateful"}))
@@ -143,8 +147,10 @@ def test_fold_batchnorm_folds_into_any_weighted_op(scratch_ops):
 
 
 def test_spike_maxpool_and_fusion_see_any_neuron_op(scratch_ops):
-    register_op(OpDef("my_neuron", 1, {"sumpool": None}, ("threshold",), temporal=True,
-                      shape_rule=ops.get_op("if_neuron").shape_rule, traits={"neuron", "stateful"}))
+    """spike-maxpool asks the trait (any op with trait neuron); fuse-neuron-sumpool fuses a neuron
+    of any binary-spiking family, a user-registered one included (signed neurons stay unfused)."""
+    register_op(OpDef("my_neuron", 1, {}, ("threshold",), temporal=True,
+                      shape_rule=ops.get_op("neuron").shape_rule, traits={"neuron", "stateful"}))
     g = Graph()
     x = g.add("input", meta={"shape": (None, 2, 4, 4)})
     n = g.add("my_neuron", [x], params={"threshold": torch.tensor(1.0)}, meta={"shape": (None, 2, 4, 4)})
@@ -154,18 +160,36 @@ def test_spike_maxpool_and_fusion_see_any_neuron_op(scratch_ops):
     out = Pipeline("spike-maxpool").run(g, PassContext())
     assert [m.op for m in out] == ["input", "my_neuron", "spike_maxpool2d", "output"]
     assert g.node(p.id).op == "maxpool2d"  # the pipeline's input graph is untouched
-    g = Graph()
-    x = g.add("input", meta={"shape": (None, 2, 4, 4)})
-    n = g.add("my_neuron", [x], params={"threshold": torch.tensor(1.0)}, meta={"shape": (None, 2, 4, 4)})
-    p = g.add("sumpool2d", [n], {"kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0)},
-              meta={"shape": (None, 2, 2, 2)})
-    g.add("output", [p], meta={"shape": (None, 2, 2, 2)})
-    out = Pipeline("fuse-neuron-sumpool").run(g, PassContext())
-    assert [m.op for m in out] == ["input", "my_neuron", "output"]
-    assert out.node(n.id).attrs["sumpool"] == 2 and out.node(n.id).shape == (None, 2, 2, 2)
+    register_family(NeuronFamily("my_if", (V_INIT, reset_param("subtract", "value"), Param("v_reset", float, 0.0)),
+                                 lambda A, v, x, p: A.add(v, x), lambda A, g, p: (g, g), doc="IF, registered here"))
+    try:
+        assert {"if", "lif", "signed_if", "my_if"} <= set(neuron_families())
+        for family in neuron_families():
+            g = Graph()
+            x = g.add("input", meta={"shape": (None, 2, 4, 4)})
+            n = g.add("neuron", [x], {"family": family}, params={"threshold": torch.tensor(1.0)},
+                      meta={"shape": (None, 2, 4, 4)})
+            p = g.add("sumpool2d", [n], {"kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0)},
+                      meta={"shape": (None, 2, 2, 2)})
+            g.add("output", [p], meta={"shape": (None, 2, 2, 2)})
+            g.verify()
+            out = Pipeline("fuse-neuron-sumpool").run(g, PassContext())
+            out.verify()
+            if get_family(family).spikes != "binary":
+                # window sums of +1/-1 spikes would hide the spike counts: signed neurons stay unfused
+                assert [m.op for m in out] == ["input", "neuron", "sumpool2d", "output"], family
+                continue
+            assert [m.op for m in out] == ["input", "neuron_sumpool2d", "output"], family
+            fused = out.node(n.id)
+            assert fused.attrs == {"family": family, "kernel_size": 2} and fused.shape == (None, 2, 2, 2)
+    finally:
+        unregister_family("my_if")
+    assert "my_if" not in neuron_families()
+    assert get_family("signed_if").spikes == "signed" and get_family("if").spikes == "binary"
 
 
-_NAME_LISTS = re.compile(r"""\(\s*"(if_neuron|lif_neuron|conv2d|relu|maxpool2d|flatten)"\s*,\s*"\w+"\s*(,\s*"\w+"\s*)*\)""")
+_NAME_LISTS = re.compile(r"""\(\s*"(neuron|neuron_sumpool2d|if_neuron|lif_neuron|conv2d|relu|maxpool2d|flatten)"\s*,"""
+                         r"""\s*"\w+"\s*(,\s*"\w+"\s*)*\)""")
 
 
 def test_passes_keep_no_op_lists_and_use_the_rewrite_api():

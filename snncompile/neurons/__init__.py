@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from . import if_, lif, signed_if  # noqa: F401  (registers the standard families)
 from .algebra import CAlgebra, ParamView, Reciprocal, Sym, TorchAlgebra
-from .family import FAMILIES, bptt_step, registry_version, family_of_node, family_op, NeuronFamily, fire, get_family, neuron_families, register_family, reset, unregister_family
+from .family import FAMILIES, bptt_step, registry_version, family_of_node, NeuronFamily, fire, get_family, neuron_families, register_family, reset, unregister_family
 from .params import Param
 from .reference import broadcast_threshold, initial_membrane, neuron_reference
 from .spec import INPUT_KINDS, RUN_FIELDS, NeuronSpec
 
 __all__ = ["unregister_family", "registry_version", "NeuronSpec", "NeuronFamily", "Param", "neuron_reference", "broadcast_threshold", "initial_membrane",
-           "family_op", "family_of_node", "register_family", "get_family", "neuron_families", "FAMILIES", "fire", "reset", "bptt_step", "bptt_step",
+           "family_of_node", "register_family", "get_family", "neuron_families", "FAMILIES", "fire", "reset", "bptt_step", "bptt_step",
            "TorchAlgebra", "CAlgebra", "Sym", "ParamView", "Reciprocal", "INPUT_KINDS", "RUN_FIELDS"]

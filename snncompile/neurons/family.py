@@ -22,7 +22,7 @@ from typing import Callable
 from ..errors import ConfigError
 from .params import Param
 
-__all__ = ["unregister_family", "registry_version", "family_op", "family_of_node", "NeuronFamily", "register_family", "get_family", "neuron_families", "FAMILIES", "fire", "reset", "bptt_step",
+__all__ = ["unregister_family", "registry_version", "family_of_node", "NeuronFamily", "register_family", "get_family", "neuron_families", "FAMILIES", "fire", "reset", "bptt_step",
            "SPIKE_KINDS"]
 
 #: spike values a family emits: binary {0, 1}, signed {-1, 0, +1}
@@ -63,11 +63,6 @@ class NeuronFamily:
         for p in self.params:
             if p.variant and not (p.type is bool or p.choices):
                 raise ConfigError(f"neuron family {self.name!r}: variant parameter {p.name} needs choices")
-
-    @property
-    def op_label(self) -> str:
-        """How a neuron of this family prints in a graph (``if_neuron``, ``lif_neuron``, ...)."""
-        return f"{self.name}_neuron"
 
     def param(self, name: str) -> Param:
         """The parameter record ``name``; ConfigError naming the family's parameters."""
@@ -148,17 +143,13 @@ def neuron_families() -> list[str]:
     return list(FAMILIES)
 
 
-def family_op(kind: str) -> str:
-    """The IR op of a neuron of family ``kind``."""
-    return get_family(kind).op_label
-
-
 def family_of_node(node) -> str:
-    """The family name of a neuron node (ConfigError when the node is not a neuron)."""
+    """The family name of a neuron node (its ``family`` attribute); ConfigError naming the node
+    when it has none or an unknown one."""
     kind = node.attrs.get("family")
-    if kind is None and node.op.endswith("_neuron"):
-        kind = node.op[: -len("_neuron")]
-    get_family(kind)
+    if kind not in FAMILIES:
+        where = node.describe() if hasattr(node, "describe") else repr(node)
+        raise ConfigError(f"{where}: neuron family {kind!r} is not registered; known: {', '.join(FAMILIES)}")
     return kind
 
 

@@ -124,3 +124,27 @@ def test_a_user_family_trains_through_the_c_kernels(gain_family):
     g = torch.autograd.grad((s * torch.linspace(-1, 1, s.numel()).reshape(s.shape)).sum() + v.sum(), [x, th])
     for a, b in zip(g_ref, g):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_signed_neurons_convert_and_run_the_same_on_every_cpu_backend():
+    """relu-to-if{neuron=signed_if}: the whole conversion with signed IF neurons; the C kernels give
+    the reference's outputs exactly, and the signed neurons are not fused with their pools."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.AvgPool2d(2),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 3 * 3, 5), torch.nn.ReLU(),
+                                torch.nn.Linear(5, 3)).eval()
+    calib = torch.rand(32, 1, 8, 8)
+    pipe = snncompile.conversion_pipeline().replace("relu-to-if", "relu-to-if{neuron=signed_if}")
+    snn = snncompile.compile(model, calib, T=8, pipeline=pipe, backend="torch")
+    neurons = snn.graph.find("neuron")
+    assert neurons and all(n.attrs["family"] == "signed_if" for n in neurons)
+    assert not snn.graph.find("neuron_sumpool2d")
+    assert "family=signed_if" in str(snn.graph)
+    x = torch.rand(6, 1, 8, 8)
+    out_torch = snn(x)
+    if cpu_kernel_available():
+        snn_cpu = snncompile.compile(model, calib, T=8, pipeline=pipe, backend="cpu")
+        assert torch.equal(snn_cpu(x), out_torch)
+    with torch.no_grad():
+        ann = model(x)
+    assert (out_torch - ann).abs().max() < 0.5 * ann.abs().max()  # a rate code of the same function

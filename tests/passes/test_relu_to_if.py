@@ -13,9 +13,9 @@ from snncompile.errors import ConfigError, UnsupportedOpError
 GOLDEN = """\
 %0 = input()                                                             # [N,4]
 %1 = linear(%0) weight=f32[8,4] bias=f32[8]                              # 0  [N,8]
-%2 = if_neuron(%1) threshold=1 v_init=0.5                                # 1  [N,8]
+%2 = neuron(%1) family=if threshold=1 v_init=0.5                         # 1  [N,8]
 %3 = linear(%2) weight=f32[6,8] bias=f32[6]                              # 2  [N,6]
-%4 = if_neuron(%3) threshold=1 v_init=0.5                                # 3  [N,6]
+%4 = neuron(%3) family=if threshold=1 v_init=0.5                         # 3  [N,6]
 %5 = linear(%4) weight=f32[3,6] bias=f32[3]                              # 4  [N,3]
 %6 = output(%5)                                                          # [N,3]"""
 
@@ -25,10 +25,10 @@ GOLDEN_DIFF = """\
 @@ -2,5 +2,5 @@
  %1 = linear(%0) weight=f32[8,4] bias=f32[8]                              # 0  [N,8]
 -%2 = relu(%1)                                                            # 1  [N,8]
-+%2 = if_neuron(%1) threshold=1 v_init=0.5                                # 1  [N,8]
++%2 = neuron(%1) family=if threshold=1 v_init=0.5                         # 1  [N,8]
  %3 = linear(%2) weight=f32[6,8] bias=f32[6]                              # 2  [N,6]
 -%4 = relu(%3)                                                            # 3  [N,6]
-+%4 = if_neuron(%3) threshold=1 v_init=0.5                                # 3  [N,6]
++%4 = neuron(%3) family=if threshold=1 v_init=0.5                         # 3  [N,6]
  %5 = linear(%4) weight=f32[3,6] bias=f32[3]                              # 4  [N,3]"""
 
 
@@ -54,21 +54,23 @@ def test_golden_text():
 def test_neuron_params_and_attrs():
     _, g = _run("canonicalize,normalize{mode=max},relu-to-if")
     assert not g.find("relu")
-    neurons = g.find("if_neuron")
+    neurons = g.find("neuron")
     assert len(neurons) == 2
     for n in neurons:
-        assert n.attrs == {"v_init": 0.5, "reset": "subtract"}
+        assert n.attrs == {"family": "if", "v_init": 0.5, "reset": "subtract", "v_reset": 0.0,
+                           "input_kind": "sequence", "surrogate": None, "alpha": None, "detach_reset": False}
         assert torch.equal(n.params["threshold"], torch.tensor(1.0))
 
 
 def test_options_v_init_and_threshold():
     _, g = _run("relu-to-if{v_init=0.0 threshold=2.0}")
-    lines = [ln for ln in str(g).splitlines() if "if_neuron" in ln]
+    lines = [ln for ln in str(g).splitlines() if " = neuron(" in ln]
     assert len(lines) == 2
     for ln in lines:
         # v_init 0 is the op's default and is not printed
-        assert "threshold=2 " in ln and "v_init" not in ln
-    assert all(float(n.params["threshold"]) == 2.0 and n.attrs["v_init"] == 0.0 for n in g.find("if_neuron"))
+        assert "family=if threshold=2 " in ln and "v_init" not in ln
+    assert all(float(n.params["threshold"]) == 2.0 and n.attrs["v_init"] == 0.0 and n.attrs["family"] == "if"
+               for n in g.find("neuron"))
 
 
 def test_relu_to_if_changes_nothing_else():
@@ -77,7 +79,8 @@ def test_relu_to_if_changes_nothing_else():
     assert [n.id for n in before.nodes] == [n.id for n in g.nodes]
     for a, b in zip(before.nodes, g.nodes):
         if a.op == "relu":
-            assert b.op == "if_neuron" and [i.id for i in a.inputs] == [i.id for i in b.inputs]
+            assert b.op == "neuron" and b.attrs["family"] == "if"
+            assert [i.id for i in a.inputs] == [i.id for i in b.inputs]
         else:
             assert a.op == b.op and a.attrs == b.attrs
             assert a.params.keys() == b.params.keys()
@@ -89,7 +92,7 @@ def test_compile_prints_the_same_neuron_line():
     x = torch.rand(16, 4)
     snn = snncompile.compile(model, x, T=4, normalize="max", backend="torch")
     text = str(snn.pipeline.stage("relu-to-if"))
-    assert "%2 = if_neuron(%1) threshold=1 v_init=0.5 " in text
+    assert "%2 = neuron(%1) family=if threshold=1 v_init=0.5 " in text
     assert "relu(" not in text
 
 
@@ -153,4 +156,6 @@ def test_v_init_out_of_range_is_a_config_error(v_init):
 @pytest.mark.parametrize("v_init", [0.0, 0.5, 0.99])
 def test_v_init_in_range_is_accepted(v_init):
     _, g = _run(f"relu-to-if{{v_init={v_init}}}")
-    assert {n.attrs["v_init"] for n in g.find("if_neuron")} == {v_init}
+    neurons = g.find("neuron")
+    assert len(neurons) == 2 and {n.attrs["family"] for n in neurons} == {"if"}
+    assert {n.attrs["v_init"] for n in neurons} == {v_init}

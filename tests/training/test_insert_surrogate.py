@@ -39,14 +39,14 @@ def _normalised(text: str) -> list[str]:
 
 
 # Worked out from the model: the ReLU (module 2) becomes a LIF neuron with threshold 1 and the
-# atan surrogate; tau=2 / spikingjelly form / v_init 0 / subtract reset are the op's defaults and so
-# are not printed; BN is neither folded nor removed (its weights are trained); no encode or readout
-# yet (those passes come later).
+# atan surrogate; tau=2 / spikingjelly form / v_init 0 / subtract reset are the lif family's defaults
+# and so are not printed (the family is, first); BN is neither folded nor removed (its weights are
+# trained); no encode or readout yet (those passes come later).
 EXPECTED_INSERT_SURROGATE = """\
 %0 = input()  [N,1,8,8]
 %1 = conv2d(%0) weight=f32[4,1,3,3] bias=f32[4] stride=1 padding=0  [N,4,6,6]
 %2 = batchnorm(%1) running_mean=f32[4] running_var=f32[4] weight=f32[4] bias=f32[4]  [N,4,6,6]
-%3 = lif_neuron(%2) threshold=1 surrogate=atan  [N,4,6,6]
+%3 = neuron(%2) family=lif threshold=1 surrogate=atan  [N,4,6,6]
 %4 = avgpool2d(%3) kernel_size=2 stride=2 padding=0  [N,4,3,3]
 %5 = flatten(%4)  [N,36]
 %6 = linear(%5) weight=f32[10,36] bias=f32[10]  [N,10]
@@ -60,7 +60,8 @@ def test_insert_surrogate_stage_golden_text():
     got = _normalised(str(snn.pipeline.stage("insert-surrogate")))
     assert got == EXPECTED_INSERT_SURROGATE.splitlines()
     # the lif node's hidden attributes are the ones the comment above claims
-    (n,) = snn.pipeline.stage("insert-surrogate").find("lif_neuron")
+    (n,) = snn.pipeline.stage("insert-surrogate").find("neuron")
+    assert n.attrs["family"] == "lif"
     assert n.attrs["tau"] == 2.0 and n.attrs["form"] == "spikingjelly" and n.attrs["v_init"] == 0.0
     assert n.attrs["reset"] == "subtract" and n.attrs["detach_reset"] is False
     # the stage before still has the ReLU
@@ -68,15 +69,17 @@ def test_insert_surrogate_stage_golden_text():
 
 
 def test_if_variant_and_snntorch_form():
-    """neuron='if' makes if_neuron nodes with the surrogate; beta=0.9 selects the snnTorch form."""
+    """neuron='if' makes neurons of family if with the surrogate; beta=0.9 selects the snnTorch form."""
     g = _trainable(_mlp(), neuron="if", surrogate="triangle").pipeline.stage("insert-surrogate")
-    assert not g.find("relu") and not g.find("lif_neuron")
-    (n,) = g.find("if_neuron")
+    assert not g.find("relu") and not [n for n in g.find("neuron") if n.attrs["family"] == "lif"]
+    (n,) = g.find("neuron")
+    assert n.attrs["family"] == "if" and "form" not in n.attrs and "tau" not in n.attrs
     assert n.attrs["surrogate"] == "triangle"
     assert float(n.params["threshold"]) == 1.0
 
     g = _trainable(_mlp(), neuron="lif", beta=0.9).pipeline.stage("insert-surrogate")
-    (n,) = g.find("lif_neuron")
+    (n,) = g.find("neuron")
+    assert n.attrs["family"] == "lif"
     assert n.attrs["form"] == "snntorch" and n.attrs["beta"] == 0.9 and n.attrs["surrogate"] == "atan"
 
 
@@ -92,7 +95,7 @@ def test_pass_options_reach_the_runtime_neuron():
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(neuron="izh"), r"'if' or 'lif'"),
+    (dict(neuron="izh"), r"neuron must be a neuron family \(if, lif, signed_if\), got 'izh'"),
     (dict(surrogate="nope"), r"nope.*atan"),
     (dict(neuron="if", learn_leak=True), r"learn_leak"),
     (dict(neuron="lif", tau=1.0), r"tau"),
@@ -146,7 +149,8 @@ def test_layer_neurons_keep_their_own_surrogate():
                           ("lif", "snntorch", "triangle", None),       # in the recurrent body: kept
                           ("if", "-", "atan", None)])                  # layer without one: filled in
     body = snn.pipeline.stage("insert-surrogate").find("recurrent")[0].attrs["body"]
-    assert isinstance(body, Graph) and body.find("lif_neuron")[0].attrs["surrogate"] == "triangle"
+    assert isinstance(body, Graph)
+    assert [n for n in body.find("neuron") if n.attrs["family"] == "lif"][0].attrs["surrogate"] == "triangle"
 
 
 def _state(model):

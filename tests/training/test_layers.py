@@ -171,7 +171,7 @@ def test_synapse_filter_traces_as_one_node():
 @pytest.mark.parametrize("kind", ["elementwise", "linear"])
 def test_recurrent_traces_as_one_node_with_body(kind):
     """A recurrent container is one 'recurrent' node whose body Graph holds (linear,) add and one
-    lif_neuron; printing the graph shows the body indented under the node."""
+    neuron of family lif; printing the graph shows the body indented under the node."""
     rec = ElementwiseRecurrent(LIF(tau=2.0)) if kind == "elementwise" else LinearRecurrent(4, LIF(tau=2.0))
     g = snncompile.trace(nn.Sequential(nn.Linear(3, 4), rec), torch.zeros(2, 3))
     assert _ops(g) == ["input", "linear", "recurrent", "output"]
@@ -181,12 +181,14 @@ def test_recurrent_traces_as_one_node_with_body(kind):
     assert isinstance(body, Graph)
     ops = _ops(body)
     assert ops.count("linear") == (1 if kind == "linear" else 0)
-    assert ops.count("add") == 1 and ops.count("lif_neuron") == 1 and ops.count("input") == 2
+    assert ops.count("add") == 1 and ops.count("neuron") == 1 and ops.count("input") == 2
+    assert body.find("neuron")[0].attrs["family"] == "lif"
     lines = str(g).splitlines()
     i = next(k for k, line in enumerate(lines) if "= recurrent(" in line)
     body_lines = lines[i + 1:i + 1 + len(body.nodes)]
     assert all(line.startswith("    %") for line in body_lines), body_lines
-    assert any("add(" in line for line in body_lines) and any("lif_neuron(" in line for line in body_lines)
+    assert any("add(" in line for line in body_lines)
+    assert any("= neuron(" in line and " family=lif " in line for line in body_lines)
     assert not lines[i + 1 + len(body.nodes)].startswith(" ")   # the outer graph resumes unindented
 
 
