@@ -34,7 +34,7 @@ class InsertSurrogate:
     neuron: str = "lif"
     surrogate: str = "atan"
     alpha: float | None = None
-    tau: float = 2.0
+    tau: float | None = None  # None: the LIF family's default
     beta: float | None = None
     threshold: float = 1.0
     v_init: float = 0.0
@@ -48,7 +48,7 @@ class InsertSurrogate:
             raise ConfigError(f"insert-surrogate: neuron must be a neuron family ({', '.join(FAMILIES)}), "
                               f"got {self.neuron!r}")
         get_surrogate(self.surrogate)
-        if self.neuron == "lif" and self.beta is None and not self.tau > 1.0:
+        if self.neuron == "lif" and self.tau is not None and not self.tau > 1.0:
             raise ConfigError(f"insert-surrogate: tau must be > 1 step, got {self.tau}")
         if self.beta is not None and not 0.0 < self.beta < 1.0:
             raise ConfigError(f"insert-surrogate: beta must be in (0, 1), got {self.beta}")
@@ -76,9 +76,9 @@ class InsertSurrogate:
 
     def _spec(self) -> NeuronSpec:
         params = {"v_init": float(self.v_init), "reset": self.reset}
-        if self.neuron == "lif":
-            params |= {"form": "snntorch" if self.beta is not None else "spikingjelly", "tau": float(self.tau),
-                       "beta": 0.9 if self.beta is None else float(self.beta)}
+        if self.neuron == "lif":  # beta picks snnTorch's form; unset values keep the family's defaults
+            params["form"] = "snntorch" if self.beta is not None else "spikingjelly"
+            params |= {k: float(v) for k, v in (("tau", self.tau), ("beta", self.beta)) if v is not None}
         return NeuronSpec(self.neuron, surrogate=self.surrogate, alpha=self.alpha, detach_reset=bool(self.detach_reset),
                           **params)
 

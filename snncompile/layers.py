@@ -106,9 +106,9 @@ class LIF(_Neuron):
             raise ConfigError(f"LIF tau must be > 1 step, got {tau}")
         if beta is not None and not 0.0 < beta < 1.0:
             raise ConfigError(f"LIF beta must be in (0, 1), got {beta}")
-        spec = NeuronSpec(kind="lif", tau=2.0 if tau is None else float(tau), beta=0.9 if beta is None else float(beta),
-                          form=form, v_rest=v_rest, v_init=v_init, reset=reset, v_reset=v_reset,
-                          surrogate=surrogate, alpha=alpha, detach_reset=detach_reset)
+        leak = {k: float(v) for k, v in (("tau", tau), ("beta", beta)) if v is not None}  # else the defaults
+        spec = NeuronSpec(kind="lif", form=form, v_rest=v_rest, v_init=v_init, reset=reset, v_reset=v_reset,
+                          surrogate=surrogate, alpha=alpha, detach_reset=detach_reset, **leak)
         super().__init__(spec, threshold, learn_threshold, learn_leak)
 
 

@@ -24,7 +24,7 @@ __all__ = ["training_pipeline", "to_trainable", "infer_example_input"]
 
 
 def training_pipeline(*, neuron: str = "lif", surrogate: str = "atan", alpha: float | None = None,
-                      tau: float = 2.0, beta: float | None = None, threshold: float = 1.0, v_init: float = 0.0,
+                      tau: float | None = None, beta: float | None = None, threshold: float = 1.0, v_init: float = 0.0,
                       detach_reset: bool = False, learn_threshold: bool = False, learn_leak: bool = False,
                       encoding: str = "direct", readout: str = "mean", hoist: bool = True,
                       **instruments) -> Pipeline:
@@ -65,7 +65,7 @@ def infer_example_input(model: nn.Module) -> torch.Tensor:
 
 
 def to_trainable(model: nn.Module | SpikingModule, T: int = 4, neuron: str = "lif", surrogate: str = "atan", *,
-                 example_input: torch.Tensor | None = None, alpha: float | None = None, tau: float = 2.0,
+                 example_input: torch.Tensor | None = None, alpha: float | None = None, tau: float | None = None,
                  beta: float | None = None, threshold: float = 1.0, v_init: float = 0.0,
                  detach_reset: bool = False, learn_threshold: bool = False, learn_leak: bool = False,
                  encoding: str = "direct", readout: str = "mean", backend: str = "auto", hoist: bool = True,
