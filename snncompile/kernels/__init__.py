@@ -7,10 +7,10 @@ reference in neurons.py), ``"cupy"`` (fused CUDA kernels, kernels/cuda_*.py) and
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..neurons import neuron_reference
+from .abi import sum_pool_steps
 
 __all__ = ["run_neuron", "sum_pool_steps", "BACKENDS"]
 
@@ -40,12 +40,3 @@ def run_neuron(x: torch.Tensor, threshold: torch.Tensor, spec, T: int, v: torch.
         raise ConfigError(f"unknown neuron backend {backend!r}; use one of {', '.join(BACKENDS)}")
     s, v = neuron_reference(x, threshold, spec, T, v, leak=leak)
     return (s if sumpool is None else sum_pool_steps(s, sumpool)), v
-
-
-def sum_pool_steps(s: torch.Tensor, k: int) -> torch.Tensor:
-    """Sum [T, N, C, H, W] spikes over k x k windows with stride k (floor), keeping T and N."""
-    if s.dim() != 5:
-        raise ConfigError(f"a neuron fused with sum pooling needs steps of shape [N, C, H, W], got {list(s.shape[1:])}")
-    T, N = s.shape[:2]
-    p = F.avg_pool2d(s.reshape((T * N,) + tuple(s.shape[2:])), k, k, divisor_override=1)
-    return p.reshape((T, N) + tuple(p.shape[1:]))

@@ -26,12 +26,12 @@ import ctypes
 import operator
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import KernelError
 from ..neurons import NeuronSpec, broadcast_threshold, neuron_reference
 from .cpu_library import cpu_kernel_available, kernel_info, load_library, reset_library_state, warn_fallback
-from .cpu_source import param_vector, variant_index
+from .abi import param_vector, sum_pool_steps
+from .cpu_source import variant_index
 
 __all__ = ["run_cpu", "pooled_reference", "cpu_kernel_available", "load_library", "kernel_info",
            "reset_library_state", "BLOCK", "POOL_GROUP"]
@@ -93,15 +93,6 @@ def _sumpool_shape(k, step_shape: tuple[int, ...]) -> tuple[int, int, int]:
     return k, H // k, W // k
 
 
-def _sum_pool(s: torch.Tensor, k: int) -> torch.Tensor:
-    """Sum ``[T, N, C, H, W]`` over k x k windows, stride k, floor: ``[T, N, C, H//k, W//k]``."""
-    T, N, C, H, W = s.shape
-    if s.numel() == 0:
-        return s.new_zeros((T, N, C, H // k, W // k))
-    p = F.avg_pool2d(s.reshape(T * N, C, H, W), k, k, divisor_override=1)
-    return p.reshape(T, N, C, H // k, W // k)
-
-
 def pooled_reference(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None = None,
                      v: torch.Tensor | None = None, *, sumpool: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +106,7 @@ def pooled_reference(x: torch.Tensor, threshold, spec: NeuronSpec, T: int | None
     _, step_shape = _step_shape(x, spec, T)
     k, _, _ = _sumpool_shape(sumpool, step_shape)
     s, v = neuron_reference(x, threshold, spec, T, v)
-    return _sum_pool(s, k), v
+    return sum_pool_steps(s, k), v
 
 
 def _expand_v(v: torch.Tensor | None, step_shape: tuple[int, ...]) -> torch.Tensor | None:

@@ -13,7 +13,7 @@
  * spikes is [T, M], v_in / v_out are [M] (v_in may be NULL: v starts at 0 + v_init * theta).
  * theta has n_theta values; neuron i uses theta[(i / inner) % n_theta] (per channel: n_theta = C
  * and inner = the size of one channel plane; scalar: n_theta = inner = 1). P is the family's
- * float parameters (cpu_source.param_vector).
+ * float parameters (abi.param_vector).
  *
  * Fused neuron + 2-D sum pool (snn_neuron_sumpool_f32): the step is [P = N*C planes, H, W] and
  * what comes out is not the spikes but their k x k window sums (stride k, padding 0, floor:

@@ -8,20 +8,15 @@ always-inline functions: the loops in cpu_neuron_loops.h are written once, and e
 instance gets a literal variant so the switch folds away and gcc vectorises the body.
 
 A kernel receives its family's float parameters as one array ``P``: for parameter k, ``P[2k]``
-is its value and ``P[2k+1]`` its fp32 reciprocal (:func:`param_vector`; the CUDA kernels divide
-by multiplying with it, the C kernels divide for real, as torch does on the CPU).
+is its value and ``P[2k+1]`` its fp32 reciprocal (``abi.param_vector``; the C kernels divide for
+real, as torch does on the CPU).
 """
 from __future__ import annotations
-
-import numpy as np
 
 from ..errors import KernelError
 from ..neurons import FAMILIES, CAlgebra, ParamView, Sym, bptt_step, fire, reset
 
-__all__ = ["variants", "variant_index", "param_vector", "render_families", "MAX_PARAMS"]
-
-#: the largest float-parameter vector a kernel takes (2 floats per parameter)
-MAX_PARAMS = 32
+__all__ = ["variants", "variant_index", "render_families"]
 
 
 def variants() -> list[tuple[str, tuple]]:
@@ -41,18 +36,6 @@ def variant_index(spec) -> int:
         return variants().index(key)
     except ValueError:
         raise KernelError(f"no compiled variant for {spec!r}") from None
-
-
-def param_vector(spec) -> np.ndarray:
-    """The float parameters of ``spec`` as the kernels take them: value, fp32 reciprocal, ..."""
-    vals = []
-    for p in spec.family.float_params:
-        v = np.float32(getattr(spec, p.name))
-        vals += [v, np.float32(1) / v if v != 0 else np.float32(0)]
-    if len(vals) > MAX_PARAMS:
-        raise KernelError(f"the {spec.kind!r} family has more float parameters than the kernels take "
-                          f"({len(vals) // 2} > {MAX_PARAMS // 2})")
-    return np.asarray(vals or [0.0], dtype=np.float32)
 
 
 def _param_syms(fam, values: dict, A: CAlgebra) -> ParamView:
@@ -97,7 +80,7 @@ def render_families(train: bool) -> str:
     vs = variants()
     lines = ["/* ---- generated from the neuron families (snncompile/kernels/cpu_source.py) ---- */",
              "#define _DEFAULT_SOURCE /* madvise, posix_memalign */",
-             "#include <math.h>", f"#define SNN_N_VARIANTS {len(vs)}", f"#define SNN_MAX_PARAMS {MAX_PARAMS}",
+             "#include <math.h>", f"#define SNN_N_VARIANTS {len(vs)}",
              "#define SNN_FOR_EACH_VARIANT(X) " + " ".join(f"X({i})" for i in range(len(vs))),
              "typedef struct { float v, s, h; } snn_step_out;",
              "/* One neuron, one step: charge with x, fire, reset; v is the membrane before the step. */",

@@ -20,7 +20,8 @@ from ..errors import KernelError
 from ..neurons import NeuronSpec, broadcast_threshold, registry_version
 from ..surrogate import get_surrogate
 from . import cpu_build
-from .cpu_source import param_vector, variant_index
+from .abi import param_vector
+from .cpu_source import variant_index
 
 __all__ = ["train_cpu", "train_library", "TRAIN_SOURCE"]
 

@@ -24,7 +24,8 @@ import torch
 from ..errors import KernelError
 from ..neurons.family import registry_version
 from ..surrogate import get_surrogate
-from .cuda_layout import Layout, initial_v, param_args, reduce_theta_grad, sum_pool
+from .abi import sum_pool_steps
+from .cuda_layout import Layout, initial_v, param_args, reduce_theta_grad
 from .cuda_source import KMAX, Specialisation, render_source
 
 __all__ = ["cupy_available", "get_kernel", "forward", "backward", "BLOCK", "NVRTC_OPTIONS"]
@@ -108,7 +109,7 @@ def forward(x, theta, v, spec, lay: Layout, train: bool = False, h_dtype=torch.f
     """
     if sumpool is not None and sumpool > KMAX:
         spikes, v_out, h = forward(x, theta, v, spec, lay, train, h_dtype)
-        return sum_pool(spikes, sumpool), v_out, h
+        return sum_pool_steps(spikes, sumpool), v_out, h
     k = sumpool
     out_shape = (lay.T,) + lay.step
     if k is not None:

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import KernelError
+from .abi import param_vector
 
 __all__ = ["Layout", "layout", "prepare", "check_sumpool", "initial_v", "reduce_theta_grad",
-           "theta_view", "param_args", "sum_pool", "spread_pooled", "IO_DTYPES"]
+           "theta_view", "param_args", "spread_pooled", "IO_DTYPES"]
 
 IO_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -135,28 +136,12 @@ def reduce_theta_grad(partial: torch.Tensor, lay: Layout) -> torch.Tensor:
 
 
 def param_args(spec) -> tuple:
-    """The family's float parameters as the kernels take them: ``value, 1/value`` each, both fp32.
-    The reciprocal is fp32(1) / fp32(value), which is what torch's CUDA ``x / value`` multiplies
-    by (inf for 0: a parameter nothing divides by may be 0)."""
-    out = []
-    with np.errstate(divide="ignore", over="ignore"):
-        for p in spec.family.float_params:
-            value = np.float32(getattr(spec, p.name))
-            out += [value, np.float32(1) / value]
-    return tuple(out)
-
-
-def sum_pool(s: torch.Tensor, k: int) -> torch.Tensor:
-    """Sum ``[T, N, C, H, W]`` over k x k windows, stride k, floor: ``[T, N, C, H//k, W//k]``."""
-    T, N, C, H, W = s.shape
-    if s.numel() == 0:
-        return s.new_zeros((T, N, C, H // k, W // k))
-    p = F.avg_pool2d(s.reshape(T * N, C, H, W), k, k, divisor_override=1)
-    return p.reshape(T, N, C, H // k, W // k)
+    """The family's float parameters as kernel arguments: value, fp32 reciprocal, ... (``abi``)."""
+    return tuple(np.float32(v) for v in param_vector(spec)[: 2 * len(spec.family.float_params)])
 
 
 def spread_pooled(g: torch.Tensor, k: int, step: tuple) -> torch.Tensor:
-    """The gradient of :func:`sum_pool`: each window's value on its k x k neurons, 0 on the rows
+    """The gradient of ``abi.sum_pool_steps``: each window's value on its k x k neurons, 0 on the rows
     and columns no window covers; ``[T, N, C, Ho, Wo]`` -> ``[T, *step]``."""
     H, W = step[2], step[3]
     full = g.repeat_interleave(k, dim=-2).repeat_interleave(k, dim=-1)

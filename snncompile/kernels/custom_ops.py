@@ -29,7 +29,8 @@ from ..errors import KernelError
 from ..neurons import NeuronSpec, ParamView, TorchAlgebra
 from ..neurons.family import bptt_step, fire, reset
 from . import cuda_kernels as ck
-from .cuda_layout import initial_v, layout, prepare, reduce_theta_grad, spread_pooled, sum_pool, theta_view
+from .abi import sum_pool_steps
+from .cuda_layout import initial_v, layout, prepare, reduce_theta_grad, spread_pooled, theta_view
 
 __all__ = ["neuron", "spec_to_config", "config_to_spec", "neuron_infer", "neuron_train",
            "neuron_backward", "torch_forward", "torch_backward"]
@@ -66,7 +67,7 @@ def torch_forward(x, theta, v, spec, lay, train=False, h_dtype=torch.float32, su
         spikes[t] = s.to(x.dtype)
         if train:
             h[t] = torch.where(ht >= 0, ht.abs(), -ht.abs()).to(h_dtype)
-    return (spikes if sumpool is None else sum_pool(spikes, sumpool)), v, h
+    return (spikes if sumpool is None else sum_pool_steps(spikes, sumpool)), v, h
 
 
 def torch_backward(grad_spikes, grad_v, h, theta, spec, lay, x_dtype, has_v,
