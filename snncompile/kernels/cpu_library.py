@@ -3,8 +3,10 @@
 The source is the code generated from the neuron families plus cpu_neuron_loops.h and
 cpu_neuron.c (``cpu_build.kernel_source``), compiled by the system C compiler into the kernel
 cache under a name hashed from that text, the flags and the CPU, so any change (a new family
-included) rebuilds it. Without a compiler (and no cached build) or when the build fails,
-``load_library`` returns None and keeps the reason; ``warn_fallback`` says it once.
+included) rebuilds it. A cached build is loaded only once verified as this user's own (a private
+directory, the sha256 recorded at build time: ``cpu_build``); anything else is rebuilt, or built
+in a private directory with a warning. Without a compiler (and no cached build) or when the build
+fails, ``load_library`` returns None and keeps the reason; ``warn_fallback`` says it once.
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 as one autograd node per neuron layer.
 
 ``cpu_neuron_train.c`` is built once per surrogate (its derivative is the same C expression the
-CUDA kernels use, ``Surrogate.cuda``) into the kernel cache, like the inference kernel. The
+CUDA kernels use, ``Surrogate.cuda``) into the kernel cache, like the inference kernel (and
+loaded through the same checks, ``cpu_build.load_or_build``: nothing unverified is loaded). The
 forward's spikes and final v equal ``neuron_reference`` bit for bit; the gradients equal
 autograd's through the reference to float rounding. When no library builds, or for inputs it
 does not take (a learned leak, non-fp32 data), ``train_cpu`` returns None and the caller runs the
