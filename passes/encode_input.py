@@ -20,6 +20,11 @@ class EncodeInput:
 
     method: str = "direct"
 
+    def declare(self, ctx: PassContext) -> None:
+        """Called by the Pipeline before any pass runs: passes before this one (normalize's input
+        check, swap-maxpool-relu's notion of a static current) need to know the input encoding."""
+        ctx.options["encoding"] = self.method
+
     def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
         if self.method not in ("direct", "poisson", "sequence"):
             raise ConfigError(f"encode-input: method must be 'direct', 'poisson' or 'sequence', got {self.method!r}")

@@ -2,7 +2,8 @@
 
 Requires: a traced ANN definition (trained or not); batch norm, pools and linear ops stay and run
 on T folded into the batch. Guarantees: no ``relu`` (or ``clamp`` with floor 0, e.g. ReLU6: a
-neuron's rate is bounded anyway, and the ceiling is not kept) is left; each
+neuron's rate is bounded anyway, and the ceiling is not kept) is left (a clamp with no floor,
+``clamp(x, max=c)``, is no activation and stays a clamp); each
 becomes a ``neuron`` of the family ``neuron`` names (DESIGN.md equations: LIF with ``tau`` or,
 when ``beta`` is given, snnTorch's ``beta``) whose ``surrogate`` attribute makes its spikes
 differentiable; neurons already in the graph (from snncompile.layers, also inside recurrent
@@ -10,6 +11,8 @@ bodies) that have no surrogate get this one. Refuses activations a spiking neuro
 in for (GELU, sigmoid, ...), naming the node.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -55,8 +58,8 @@ class InsertSurrogate:
         if self.learn_leak and get_family(self.neuron).leak is None:
             raise ConfigError(f"insert-surrogate: learn_leak needs a leaky neuron such as neuron='lif' "
                               f"({self.neuron!r} neurons do not leak)")
-        if not self.threshold > 0:
-            raise ConfigError(f"insert-surrogate: threshold must be positive, got {self.threshold}")
+        if not (self.threshold > 0 and math.isfinite(self.threshold)):
+            raise ConfigError(f"insert-surrogate: threshold must be a positive number, got {self.threshold}")
 
     def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
         self._check()
@@ -66,7 +69,7 @@ class InsertSurrogate:
 
     def _rewrite(self, graph: Graph) -> None:
         for n in list(graph.nodes):
-            if n.op == "relu" or n.op == "clamp" and (n.attrs.get("min") or 0.0) == 0.0:
+            if n.op == "relu" or n.op == "clamp" and _floor_is_zero(n):
                 graph.replace(n, NEURON_OP, attrs=self._attrs(), params={"threshold": torch.tensor(float(self.threshold))})
             elif has_trait(n, "neuron") and n.attrs.get("surrogate") is None:
                 n.attrs["surrogate"] = self.surrogate
@@ -85,3 +88,10 @@ class InsertSurrogate:
     def _attrs(self) -> dict:
         return neuron_attrs(self._spec(), learn_threshold=bool(self.learn_threshold),
                             learn_leak=bool(self.learn_leak))
+
+
+def _floor_is_zero(n) -> bool:
+    """A clamp whose floor is 0 (ReLU6, Hardtanh(0, c)): a ReLU with a ceiling. A clamp with no
+    floor (``torch.clamp(x, max=c)``) is not an activation and stays a clamp."""
+    lo = n.attrs.get("min")
+    return lo is not None and float(lo) == 0.0

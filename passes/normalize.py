@@ -16,6 +16,7 @@ opaque ops, ReLUs not yet converted. Guarantees: the graph computes the original
 """
 from __future__ import annotations
 
+import math
 
 import torch
 
@@ -56,6 +57,9 @@ class Normalize:
             raise ConfigError(f"normalize: granularity must be 'layer' or 'channel', got {self.granularity!r}")
         if self.mode == "percentile" and not 0 < self.p <= 100:
             raise ConfigError(f"normalize: p={self.p} must be in (0, 100]")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ConfigError(f"normalize: scale={self.scale} must be a positive number (the activation scale "
+                              "every ReLU gets in mode 'fixed': its largest expected output, e.g. 1.0)")
         _refuse_unsupported(graph)
         relus = graph.find("relu")
         lam = self._lambdas(graph, relus, ctx)
@@ -65,7 +69,10 @@ class Normalize:
     def _lambdas(self, graph: Graph, relus: list[Node], ctx: PassContext) -> dict[int, torch.Tensor]:
         if self.mode == "fixed":
             return {r.id: torch.tensor(float(self.scale)) for r in relus}
-        stats = collect_stats(graph, ctx.calibration_data, relus, batch_size=self.batch_size, device=ctx.device)
+        poisson = ctx.options.get("encoding") == "poisson"  # its inputs are probabilities: check them here too
+        stats = collect_stats(graph, ctx.calibration_data, relus, batch_size=self.batch_size, device=ctx.device,
+                              allow_nonfinite=bool(ctx.options.get("allow_nonfinite", False)),
+                              value_range=(0.0, 1.0) if poisson else None, what="Poisson encoding")
         lam = {}
         cw = self.granularity == "channel"
         for r in relus:
@@ -171,6 +178,9 @@ def _rescale(graph: Graph, lam: dict[int, torch.Tensor]) -> None:
                 if not _same(scales[x.id], want):
                     _insert_scale(graph, x, n, scales[x.id] / want)
             scales[n.id] = want
+        elif _carries_scale(n) and has_trait(n, "pooling"):
+            # a window mixes positions of one channel: the scale must be one value per channel
+            scales[n.id] = _channel_scale(scales[n.inputs[0].id], n.inputs[0].shape, n)
         elif _carries_scale(n):
             scales[n.id] = scales[n.inputs[0].id]
         elif has_trait(n, "layout"):
@@ -201,8 +211,16 @@ def _cat_scales(graph: Graph, n: Node, scales: dict[int, torch.Tensor]) -> torch
         return ss[0]
     dim = n.attrs.get("dim", 1)
     dim = dim - 1 if dim > 0 else len(n.shape) + dim - 1
+    if dim == 0:  # along the channels: the inputs' channel scales, concatenated, stay per channel
+        return _broadcastable(torch.cat([_per_channel(s, x.shape, n) for s, x in zip(ss, n.inputs)]), n.shape)
     fulls = [s.expand(tuple(x.shape[1:])) for s, x in zip(ss, n.inputs)]
     return torch.cat(fulls, dim=dim)
+
+
+def _channel_scale(s: torch.Tensor, shape, where: Node) -> torch.Tensor:
+    """A scale as a scalar or a per-channel ``[C, 1, ...]`` (UnsupportedOpError naming ``where``
+    when it varies within a channel)."""
+    return s if s.dim() == 0 else _broadcastable(_per_channel(s, shape, where), shape)
 
 
 def _rescale_layer(n: Node, s_in: torch.Tensor, s_out: torch.Tensor) -> None:

@@ -8,6 +8,8 @@ turn into IF neurons (GELU, sigmoid, clamp with a negative floor, ...) naming th
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from snncompile.errors import ConfigError
@@ -32,6 +34,9 @@ class ReluToIf:
     def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
         if not 0.0 <= self.v_init < 1.0:
             raise ConfigError(f"relu-to-if: v_init={self.v_init} must be in [0, 1) (a fraction of the threshold)")
+        if not (math.isfinite(self.threshold) and self.threshold > 0):
+            raise ConfigError(f"relu-to-if: threshold={self.threshold} must be a positive number (a neuron fires "
+                              "when its membrane reaches it; after normalize, 1.0 is right)")
         spec = NeuronSpec(self.neuron, v_init=float(self.v_init), reset="subtract")
         refuse_non_relu_activations(graph, "relu-to-if")
         for n in graph.find("relu"):

@@ -6,8 +6,12 @@ that is exact: the neuron integrates the window's largest input. For a current d
 it is an approximation: the per-step max of fluctuating currents is larger on average than the
 max of their averages, so the neuron fires too often and the error does not shrink with T
 (measured ~10% relative on a small VGG-like net at T=256). So by default (``where="static"``)
-only pools whose input comes from no ReLU are swapped; the others stay after their neuron and
-``spike-maxpool`` makes them count-gated spike pools, which converge. ``where="all"`` swaps every
+only pools on static currents are swapped: no ReLU (neuron) upstream, and an input encoded
+"direct" (the same value every step). Under Poisson or sequence encoding the input itself
+changes every step, so no current is static and nothing is swapped; the pipeline tells this
+pass the encoding before it runs (``encode-input`` declares it in ``ctx.options["encoding"]``),
+and an ``encode`` node already in the graph says it too. The pools left after their neuron are
+made count-gated spike pools by ``spike-maxpool``, which converge. ``where="all"`` swaps every
 pool. Requires: the ReLU is read only by the pool. Guarantees: the ANN function is unchanged.
 """
 from __future__ import annotations
@@ -38,7 +42,7 @@ class SwapMaxpoolRelu:
             if relu.op != "relu" or single_user(graph, relu) is not pool:
                 continue
             x = relu.inputs[0]
-            if self.where == "static" and _after_relu(x):
+            if self.where == "static" and not _static(x, ctx.options.get("encoding", "direct")):
                 continue
             # rewire x -> relu -> pool -> users  into  x -> pool -> relu -> users (ids kept)
             graph.replace_all_uses(pool, relu)
@@ -48,8 +52,10 @@ class SwapMaxpoolRelu:
         return graph
 
 
-def _after_relu(node: Node) -> bool:
-    """True when some ReLU (a future neuron) lies upstream of ``node``."""
+def _static(node: Node, encoding: str) -> bool:
+    """True when ``node``'s value is the same at every time step: no ReLU (a future neuron) or
+    neuron upstream, and every graph input upstream encoded "direct" (``encoding`` is the
+    pipeline's, for inputs not yet encoded)."""
     stack, seen = [node], set()
     while stack:
         n = stack.pop()
@@ -57,6 +63,12 @@ def _after_relu(node: Node) -> bool:
             continue
         seen.add(n.id)
         if n.op == "relu" or has_trait(n, "neuron"):
-            return True
+            return False
+        if n.op == "encode":
+            if n.attrs.get("method", "direct") != "direct":
+                return False
+            continue  # what it encodes is told by its method
+        if n.op == "input" and encoding != "direct":
+            return False
         stack.extend(n.inputs)
-    return False
+    return True

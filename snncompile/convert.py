@@ -1,19 +1,56 @@
 """ANN -> SNN conversion in one call, and the default conversion pipeline written out once."""
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from .calibrate import first_batch
+from .calibrate import peek_first_batch
 from .errors import ConfigError
 from .frontend.fx import trace
+from .interpret import is_temporal
+from .ir import Graph
 from .pipeline import PassContext, Pipeline, get_pass
 from .runtime import SpikingModule
 
-__all__ = ["conversion_pipeline", "compile", "choose_backend"]
+__all__ = ["conversion_pipeline", "compile", "choose_backend", "check_steps", "check_runnable"]
+
+
+def check_steps(T: Any, where: str) -> int:
+    """``T`` as an int: a positive integer (bool, float, str, None refused with ConfigError)."""
+    if isinstance(T, bool) or not isinstance(T, numbers.Integral):
+        what = "nan" if isinstance(T, float) and math.isnan(T) else repr(T)
+        raise ConfigError(f"{where}: T (the number of time steps) must be a positive int, got {what} "
+                          f"(type {type(T).__name__}) — write T=32, say")
+    if int(T) < 1:
+        raise ConfigError(f"{where}: T (the number of time steps) must be at least 1, got {int(T)}")
+    return int(T)
+
+
+def check_runnable(graph: Graph, pipe: Pipeline, where: str) -> None:
+    """ConfigError when the pipeline's result is not an SNN the runtime can run: a graph with no
+    op that sees time (no encode, neuron or readout) is still the ANN."""
+    if not is_temporal(graph):
+        raise ConfigError(f"{where}: the pipeline {str(pipe)!r} leaves a graph with no time steps (no encode-input, "
+                          "neurons or readout: it is still the ANN), which the runtime cannot run — add relu-to-if "
+                          "(or insert-surrogate), encode-input and readout; conversion_pipeline() and "
+                          "training_pipeline() show the order")
+
+
+def _warn_train_mode(model: nn.Module) -> None:
+    """One warning when a module whose output depends on the mode (batch norm, dropout) is in train mode."""
+    kinds = (nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd)
+    live = [f"{repr(p) if p else 'the model'} ({type(m).__name__})" for p, m in model.named_modules()
+            if m.training and isinstance(m, kinds)]
+    if live:
+        more = f" and {len(live) - 2} more" if len(live) > 2 else ""
+        warnings.warn(f"compile: the model is in train mode ({', '.join(live[:2])}{more}); it is converted as in "
+                      "eval mode (batch norm with its running statistics, no dropout) — call model.eval() before "
+                      "compile to say that is what you mean", stacklevel=3)
 
 
 def conversion_pipeline(*, mode: str = "percentile", p: float = 99.9, granularity: str = "channel",
@@ -73,7 +110,8 @@ def compile(model: nn.Module, calibration_data: Any, T: int = 32, *, example_inp
             normalize: str = "percentile", percentile: float = 99.9, granularity: str = "channel",
             scale: float = 1.0, v_init: float = 0.5, encoding: str = "direct", hoist: bool = True,
             backend: str = "auto", pipeline: Pipeline | str | None = None, device=None,
-            print_after=None, dump_dir: str | None = None, max_chunk_bytes: int = 64 << 20) -> SpikingModule:
+            print_after=None, dump_dir: str | None = None, max_chunk_bytes: int = 64 << 20,
+            allow_nonfinite: bool = False) -> SpikingModule:
     """Convert a trained ReLU network into a rate-coded SNN of soft-reset IF neurons.
 
     Takes the model (never modified), calibration inputs (tensor, list, or DataLoader of tensors
@@ -81,13 +119,26 @@ def compile(model: nn.Module, calibration_data: Any, T: int = 32, *, example_inp
     ``conversion_pipeline``); ``pipeline`` replaces the default passes. Returns a SpikingModule
     whose ``snn(x)`` approximates ``model(x)`` better as T grows; ``snn.pipeline`` keeps every
     stage for printing and diffing.
+
+    Calibration data may be a generator or iterator (read once; its first batch is the example
+    input and is calibrated on too) or an ``(inputs, labels)`` pair. Batches with NaN or Inf are
+    refused unless ``allow_nonfinite`` (then those rows are skipped, with a warning, and the SNN
+    runs such inputs too). A model with batch norm or dropout in train mode is converted as in
+    eval mode, with a warning.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"compile: expected a torch.nn.Module, got {type(model).__name__}")
+    T = check_steps(T, "compile")
+    if pipeline is not None and not isinstance(pipeline, (Pipeline, str)):
+        raise ConfigError(f"compile: pipeline must be a Pipeline or a spec string, got {type(pipeline).__name__}")
+    _warn_train_mode(model)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     device = torch.device(device)
-    x0 = example_input if example_input is not None else first_batch(calibration_data)
+    if example_input is None:
+        x0, calibration_data = peek_first_batch(calibration_data, allow_nonfinite=allow_nonfinite)
+    else:
+        x0 = example_input
     graph = trace(model, x0.to(device))
     if pipeline is None:
         pipe = conversion_pipeline(mode=normalize, p=percentile, granularity=granularity, scale=scale,
@@ -96,8 +147,12 @@ def compile(model: nn.Module, calibration_data: Any, T: int = 32, *, example_inp
     else:
         pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline(pipeline, print_after=print_after,
                                                                          dump_dir=dump_dir)
-    ctx = PassContext(calibration_data=calibration_data, T=T, device=device)
+    ctx = PassContext(calibration_data=calibration_data, T=T, device=device,
+                      options={"allow_nonfinite": bool(allow_nonfinite)})
     snn_graph = pipe.run(graph, ctx)
+    check_runnable(snn_graph, pipe, "compile")
     snn = SpikingModule(snn_graph, T, backend=choose_backend(backend, device), pipeline=pipe,
                         max_chunk_bytes=max_chunk_bytes)
+    if allow_nonfinite:
+        snn.allow_nonfinite = True  # the runtime's own check of NaN/Inf inputs, where it has one
     return snn.to(device)

@@ -46,8 +46,9 @@ def encode(x: torch.Tensor, T: int, method: str = "direct", generator: torch.Gen
     """Turn an input into T steps folded into the batch [T*N, ...].
 
     ``direct``: the static [N, ...] value every step; ``poisson``: Bernoulli spikes with
-    probability x (x clipped to [0, 1]) drawn independently each step; ``sequence``: x is
-    already ``[T, N, ...]`` (one input per step) and is only folded.
+    probability x drawn independently each step (x must lie in [0, 1]: ConfigError otherwise,
+    for values outside it, NaN included, would be clipped into other probabilities); ``sequence``:
+    x is already ``[T, N, ...]`` (one input per step) and is only folded.
     """
     if method == "sequence":
         if x.shape[0] != T:
@@ -56,9 +57,23 @@ def encode(x: torch.Tensor, T: int, method: str = "direct", generator: torch.Gen
         return x.reshape((-1,) + tuple(x.shape[2:]))
     xs = x.unsqueeze(0).expand((T,) + tuple(x.shape))
     if method == "poisson":
-        p = xs.clamp(0, 1)
-        xs = (torch.rand(p.shape, device=x.device, generator=generator) < p).to(x.dtype)
+        _check_probabilities(x)
+        xs = (torch.rand(xs.shape, device=x.device, generator=generator) < xs).to(x.dtype)
     return xs.reshape((-1,) + tuple(x.shape[1:]))
+
+
+def _check_probabilities(x: torch.Tensor) -> None:
+    if x.numel() == 0:
+        return
+    lo, hi = torch.aminmax(x.detach())
+    lo, hi = float(lo), float(hi)
+    if not (0.0 <= lo and hi <= 1.0):  # NaN fails both
+        from .errors import ConfigError
+        nan = int(torch.isnan(x).sum())
+        found = f"{nan} NaN values" if nan else f"values in [{lo:.4g}, {hi:.4g}]"
+        raise ConfigError(f"poisson encoding: the input has {found}, but Poisson encoding reads each value as a "
+                          "firing probability in [0, 1] — scale the inputs to [0, 1] (e.g. pixels / 255, no "
+                          "standardization), or convert with encoding='direct'")
 
 
 def repeat_time(x: torch.Tensor, T: int) -> torch.Tensor:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
+import numbers
 import os
 import re
 import sys
@@ -38,12 +40,27 @@ class PassContext:
     device: Any = None
 
 
-def register_pass(name: str) -> Callable[[type], type]:
-    """Class decorator: make a frozen dataclass with ``__call__(graph, ctx)`` a named pass."""
-    if not re.fullmatch(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", name):
+_STANDARD_MODULE = "snncompile.passes."
+
+
+def register_pass(name: str, *, replace: bool = False) -> Callable[[type], type]:
+    """Class decorator: make a frozen dataclass with ``__call__(graph, ctx)`` a named pass. A
+    standard pass (``normalize``, ...) is replaced only with ``replace=True`` (ConfigError else:
+    every pipeline naming it would run yours)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", name):
         raise ConfigError(f"pass names are kebab-case (like 'fold-batchnorm'), got {name!r}")
 
     def wrap(cls: type) -> type:
+        if not isinstance(cls, type):
+            raise ConfigError(f"register_pass({name!r}) decorates a class with __call__(graph, ctx), not {cls!r}")
+        if not cls.__module__.startswith(_STANDARD_MODULE):
+            _load_standard_passes()  # so a user's pass can never be overwritten by the library loading later
+        old = PASSES.get(name)
+        if old is not None and not replace and old.__module__.startswith(_STANDARD_MODULE) and \
+                (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ConfigError(f"register_pass: {name!r} is a standard pass ({old.__module__}.{old.__qualname__}); "
+                              f"registering {cls.__qualname__} under that name would replace it in every pipeline "
+                              f"— choose another name, or pass replace=True to replace it on purpose")
         if not dataclasses.is_dataclass(cls):
             cls = dataclass(frozen=True)(cls)
         cls.name = name
@@ -62,13 +79,32 @@ def get_pass(name: str, **options) -> Any:
     _load_standard_passes()
     try:
         cls = PASSES[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ConfigError(f"unknown pass {name!r}; registered: {', '.join(sorted(PASSES))}") from None
+    _check_option_types(name, cls, options)
     try:
         return cls(**options)
     except TypeError as e:
         fields = [f.name for f in dataclasses.fields(cls)]
         raise ConfigError(f"pass {name!r}: bad options {options}: {e}; it takes {fields}") from None
+
+
+_KINDS = {"float": numbers.Real, "int": numbers.Integral, "bool": bool, "str": str, "None": type(None)}
+_EXAMPLE = {"float": "1.0", "int": "1", "bool": "True", "str": "name"}
+
+
+def _check_option_types(name: str, cls: type, options: dict) -> None:
+    """ConfigError for an option that does not fit its field's type (float, int, bool, str, or a
+    union of them with None; others are not checked): ``p=True`` is no percentile."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in options.items():
+        t = fields[key].type if key in fields else "?"
+        kinds = [k.strip() for k in (t if isinstance(t, str) else getattr(t, "__name__", "?")).split("|")]
+        if all(k in _KINDS for k in kinds) and not any(
+                isinstance(value, _KINDS[k]) and (k == "bool" or not isinstance(value, bool)) for k in kinds):
+            ex = fields[key].default if type(fields[key].default).__name__ == kinds[0] else _EXAMPLE.get(kinds[0])
+            raise ConfigError(f"pass {name!r}: option {key}={value!r} is of type {type(value).__name__}, but {key} takes "
+                              f"{' or '.join(kinds)} — write it like {key}={ex}")
 
 
 def _parse_value(text: str) -> Any:
@@ -104,6 +140,9 @@ def parse_pipeline(spec: str) -> list:
             if "=" not in kv:
                 raise ConfigError(f"pipeline spec {spec!r}: option {kv!r} needs the form key=value")
             k, v = kv.split("=", 1)
+            if k in opts:
+                raise ConfigError(f"pipeline spec {spec!r}: option {k!r} of {m.group(1)!r} is given twice "
+                                  f"({k}={opts[k]!r} and {k}={_parse_value(v)!r}); give it once")
             opts[k] = _parse_value(v)
         passes.append(get_pass(m.group(1), **opts))
     if not passes:
@@ -130,9 +169,13 @@ def is_lowering(p) -> bool:
     return bool(getattr(p, "lowering", False))
 
 
-def _as_pass(p):
+def _as_pass(p, where: str = "pipeline item"):
     """A pass instance from an instance, a name, or one spec item like ``"normalize{mode=max}"``."""
     if not isinstance(p, str):
+        if isinstance(p, type) or not (isinstance(getattr(p, "name", None), str) and dataclasses.is_dataclass(p)):
+            what = f"the class {p.__name__}, not an instance" if isinstance(p, type) else f"type {type(p).__name__}"
+            raise ConfigError(f"{where} is {p!r} ({what}), not a pass — give a pass instance (get_pass('normalize', "
+                              "mode='max')), a name ('canonicalize') or a spec item ('normalize{mode=max}')")
         return p
     passes = parse_pipeline(p)
     if len(passes) != 1:
@@ -152,10 +195,16 @@ class Pipeline:
 
     def __init__(self, passes: Iterable | str = (), *, print_after=None, dump_dir: str | None = None,
                  snapshots: bool = True, verify: bool = True, stream: TextIO | None = None):
-        self.passes = parse_pipeline(passes) if isinstance(passes, str) else [_as_pass(p) for p in passes]
+        if not isinstance(passes, (str, Iterable)):
+            raise ConfigError(f"Pipeline takes a spec string or a list of passes, got {passes!r}")
+        self.passes = parse_pipeline(passes) if isinstance(passes, str) else \
+            [_as_pass(p, f"Pipeline: item {i}") for i, p in enumerate(passes)]
         env_print = os.environ.get("SNNCOMPILE_PRINT_AFTER")
         pa = print_after if print_after is not None else env_print
-        self.print_after = set(pa.split(",")) if isinstance(pa, str) else set(pa or ())
+        self._print_after_from_env = print_after is None and env_print is not None  # names checked by run()
+        if not (pa is None or isinstance(pa, str) or isinstance(pa, Iterable) and all(isinstance(n, str) for n in pa)):
+            raise ConfigError(f"print_after takes 'all', a pass name or a list of pass names, got {pa!r}")
+        self.print_after = {n.strip() for n in pa.split(",")} if isinstance(pa, str) else set(pa or ())
         self.dump_dir = dump_dir if dump_dir is not None else os.environ.get("SNNCOMPILE_DUMP_DIR")
         self.snapshots = snapshots
         self.verify = verify
@@ -205,6 +254,11 @@ class Pipeline:
         when a pass fails or leaves the graph invalid.
         """
         ctx = ctx or PassContext()
+        self._check_instruments()
+        for p in self.passes:  # pipeline-wide facts (the input encoding, ...) before any pass runs
+            declare = getattr(p, "declare", None)
+            if callable(declare):
+                declare(ctx)
         g = graph.copy()
         self.stages, self.timings, self.before_lowering = [], [], None
         self._instrument("input", g, 0)
@@ -239,6 +293,31 @@ class Pipeline:
             self.before_lowering = g.copy()
             self.before_lowering.name = "before-lowering"
         return g
+
+    def _check_instruments(self) -> None:
+        """ConfigError, before any pass runs, for a print_after name or a dump_dir that cannot be."""
+        _load_standard_passes()
+        known = {"all", "input"} | ({*PASSES} if self._print_after_from_env else {p.name for p in self.passes})
+        unknown = sorted(n for n in self.print_after if n not in known)
+        if unknown:
+            near = {n: difflib.get_close_matches(n, sorted(known), n=1) for n in unknown}
+            hint = "; ".join(f"did you mean {m[0]!r} for {n!r}?" for n, m in near.items() if m)
+            src, what = ("$SNNCOMPILE_PRINT_AFTER", "a registered pass") if self._print_after_from_env else \
+                ("print_after", "a stage of this pipeline")
+            raise ConfigError(f"{src}: {', '.join(map(repr, unknown))} is not {what} "
+                              f"({', '.join(['input'] + [p.name for p in self.passes])}, or 'all')"
+                              + (f" — {hint}" if hint else " — use one of those names"))
+        if self.dump_dir:
+            try:
+                d = os.fspath(self.dump_dir)
+                why = "is a file, not a directory" if os.path.exists(d) and not os.path.isdir(d) else None
+                os.makedirs(d, exist_ok=True) if why is None else None
+                why = why or (None if os.access(d, os.W_OK | os.X_OK) else "is not writable")
+            except (OSError, TypeError) as e:
+                why = f"cannot be created ({getattr(e, 'strerror', None) or e})"
+            if why:
+                raise ConfigError(f"dump_dir {self.dump_dir!r} {why} — give a writable directory (created when "
+                                  "missing) for the NN-pass-name.txt dumps")
 
     def _instrument(self, name: str, g: Graph, k: int) -> None:
         if self.snapshots:

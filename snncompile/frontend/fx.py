@@ -8,9 +8,11 @@ become ``opaque`` nodes that name what they call.
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import re
 import traceback
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -123,13 +125,22 @@ def trace(model: nn.Module, example_input, *, leaf_modules: Sequence[type] = ())
 
     ``example_input`` is a tensor or a tuple of tensors with a batch dimension; its shapes fix
     every node's ``meta["shape"]``. Types in ``leaf_modules`` become opaque nodes.
+
+    A forward hook or pre-hook on the model or any submodule is refused (TraceError naming the
+    module and the hook): tracing reads ``forward`` and would drop it; the pre-hook of
+    ``torch.nn.utils.weight_norm`` is applied (its weight folded into the copy). A model whose
+    floating parameters are not float32 (float64, float16, bfloat16) is traced as a float32
+    copy, with one warning; floating example inputs are read as float32 too (the IR's dtype).
     """
     if not isinstance(model, nn.Module):
         raise TraceError(f"trace: expected a torch.nn.Module, got {type(model).__name__}")
     inputs = tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
     if not inputs or not all(isinstance(t, torch.Tensor) and t.dim() >= 1 for t in inputs):
         raise TraceError("trace: example_input must be a tensor (or tuple of tensors) with a batch dimension")
-    model = copy.deepcopy(model).eval()
+    model = _fold_weight_norm(_private_copy(model).eval())
+    _refuse_hooks(model)
+    model = _as_float32(model)
+    inputs = tuple(t.float() if t.is_floating_point() and t.dtype != torch.float32 else t for t in inputs)
     tracer = _Tracer(tuple(_LEAF_TYPES) + tuple(leaf_modules))
     try:
         fx_graph = tracer.trace(model)
@@ -235,6 +246,66 @@ class _Converter:
         call = OpaqueCall(target, template, dict(kwargs), tname)
         attrs = {"target": call, "name": tname} | ({"activation": activation} if activation else {})
         return self._add("opaque", ins, attrs, {}, n)
+
+
+def _hook_name(hook) -> str:
+    fn = getattr(hook, "__func__", hook)
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    code = getattr(fn, "__code__", None)
+    return f"{name} ({os.path.basename(code.co_filename)}:{code.co_firstlineno})" if code else name
+
+
+def _refuse_hooks(model: nn.Module) -> None:
+    """TraceError for the first forward hook or pre-hook on ``model``, a submodule, or all modules."""
+    from torch.nn.modules import module as torch_module
+    drop = ("snncompile traces forward() and would drop it, so the SNN would not compute what the model "
+            "computes — remove the hook (handle.remove()) and put what it does into the model's forward "
+            "(or apply it to the data before converting)")
+    for attr, what in (("_forward_pre_hooks", "forward pre-hook"), ("_forward_hooks", "forward hook")):
+        for h in (getattr(torch_module, "_global" + attr, None) or {}).values():
+            how = "register_module" + attr[:-1]
+            raise TraceError(f"trace: a global {what} {_hook_name(h)} is set for every module "
+                             f"(torch.nn.modules.module.{how}); {drop}")
+        for path, mod in model.named_modules():
+            for h in (getattr(mod, attr, None) or {}).values():
+                where = f"module {path!r} ({type(mod).__name__})" if path else f"the model ({type(mod).__name__})"
+                raise TraceError(f"trace: {where} has a {what} {_hook_name(h)} (register{attr[:-1]}); {drop}")
+
+
+def _private_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model``; tensors held as plain attributes that are results of autograd
+    (weight_norm's ``weight`` after a forward), which deepcopy refuses, are copied detached."""
+    memo = {id(v): v.detach().clone() for m in model.modules() for v in vars(m).values()
+            if isinstance(v, torch.Tensor) and not v.is_leaf}
+    try:
+        return copy.deepcopy(model, memo)
+    except Exception as e:
+        raise TraceError(f"trace: could not copy {type(model).__name__} (snncompile never changes the user's "
+                         f"model, so it converts a copy): {type(e).__name__}: {e}") from e
+
+
+def _fold_weight_norm(model: nn.Module) -> nn.Module:
+    """``model`` (a private copy) with every ``torch.nn.utils.weight_norm`` pre-hook applied: the
+    weight computed from its g and v, as the hook would before each forward, and the hook removed."""
+    from torch.nn.utils.weight_norm import WeightNorm, remove_weight_norm
+    for mod in model.modules():
+        for name in [h.name for h in mod._forward_pre_hooks.values() if isinstance(h, WeightNorm)]:
+            remove_weight_norm(mod, name)
+    return model
+
+
+def _as_float32(model: nn.Module) -> nn.Module:
+    """``model`` (a private copy) with floating parameters and buffers in float32; one warning
+    when any was of another floating dtype."""
+    dtypes = {t.dtype for t in itertools.chain(model.parameters(), model.buffers())
+              if t.is_floating_point() and t.dtype != torch.float32}
+    if not dtypes:
+        return model
+    names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
+    warnings.warn(f"snncompile: the model's parameters are {names}; it is converted as a float32 copy (the SNN "
+                  "runs in float32, and its inputs are read as float32) — pass model.float() to silence this",
+                  stacklevel=3)
+    return model.float()
 
 
 def _contains_tensor(v) -> bool:

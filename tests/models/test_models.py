@@ -51,9 +51,28 @@ def test_resnet_relus_are_separate_modules_and_not_inplace() -> None:
     assert not any(m.inplace for m in relus)
 
 
-def test_models_are_fx_traceable() -> None:
-    for name in ("mnist_cnn", "mlp", "vgg_mnist", "resnet20_mnist"):
-        torch.fx.symbolic_trace(get_model(name))
+@pytest.mark.parametrize("name", ["mnist_cnn", "mlp", "vgg_mnist", "resnet20_mnist"])
+def test_models_are_fx_traceable(name: str) -> None:
+    """torch.fx and snncompile.trace both trace the model, and both traced forms compute exactly
+    the model's function (a trace that drops or reorders an op would differ)."""
+    import snncompile
+    from snncompile.emit import run_graph
+
+    torch.manual_seed(0)
+    model = get_model(name)
+    for m in model.modules():  # non-trivial BN statistics, so a dropped BN would show
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = example_input(name, batch=3)
+    with torch.no_grad():
+        want = model(x)
+        gm = torch.fx.symbolic_trace(model)
+        assert torch.equal(gm(x), want)
+    graph = snncompile.trace(model, x)
+    assert not graph.find("opaque"), [n.describe() for n in graph.find("opaque")]
+    assert graph.nodes[-1].shape == (None, 10)
+    assert torch.allclose(run_graph(graph, x), want, atol=1e-5, rtol=1e-5)
 
 
 def test_mnist_split_shapes_ranges_and_split() -> None:

@@ -119,17 +119,16 @@ def test_gelu_is_refused_naming_it():
 
 
 @pytest.mark.parametrize("act", [nn.ReLU6(), nn.Hardtanh(0.0, 1.0)], ids=["ReLU6", "Hardtanh01"])
-def test_capped_relu_is_not_left_as_a_silent_clamp(act):
-    """A ReLU with a ceiling must either become a spiking neuron or be refused with
-    UnsupportedOpError; it must not stay in the trained SNN as a plain (non-spiking) clamp."""
+def test_capped_relu_becomes_a_neuron(act):
+    """A ReLU with a ceiling (a clamp with floor 0) becomes one spiking neuron, as the pass's
+    docstring says (the ceiling is not kept: a neuron's rate is bounded anyway); it is neither
+    refused nor left in the trained SNN as a plain (non-spiking) clamp."""
     model = nn.Sequential(nn.Linear(3, 4), act, nn.Linear(4, 2))
-    try:
-        snn = _trainable(model)
-    except UnsupportedOpError as e:
-        assert "clamp" in str(e) or type(act).__name__ in str(e)
-        return
+    snn = _trainable(model)
+    g = snn.pipeline.stage("insert-surrogate")
+    assert [n.op for n in g.nodes] == ["input", "linear", "neuron", "linear", "output"]
     assert not snn.graph.find("clamp")
-    assert snn.neurons(), "the trainable SNN has no spiking neuron"
+    assert len(snn.neurons()) == 1
 
 
 def test_layer_neurons_keep_their_own_surrogate():
