@@ -1,16 +1,62 @@
-"""The ``snncompile`` command line: inspect, compile, demo."""
+"""The ``snncompile`` command line: inspect, compile, demo.
+
+Errors print one line, ``snncompile: error: ...``, and exit 2 for a usage error (a bad
+argument or option, an unknown model or demo, an ``--out`` that cannot be written: checked
+before the compile) or 1 for a failure (the model file raised, a pass failed, ...); ``--debug``
+adds the traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import os
 import sys
+import tempfile
+import traceback
 
 import torch
 
 from .errors import ConfigError, SnnCompileError
 
-__all__ = ["main", "load_model"]
+__all__ = ["main", "load_model", "ModelFileError"]
+
+
+class ModelFileError(SnnCompileError):
+    """The user's model file (``path/to/file.py:factory``) failed to load or build the model."""
+
+
+class _UsageError(Exception):
+    """argparse found a bad command line (already one line of text)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints the usage and exits)
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _run_user_file(path: str, factory: str):
+    """Import ``path`` and call ``factory()``; ModelFileError naming the file, line and error."""
+    stage = "loading it"
+    try:
+        mod_spec = importlib.util.spec_from_file_location("_snncompile_user_model", path)
+        mod = importlib.util.module_from_spec(mod_spec)
+        mod_spec.loader.exec_module(mod)
+        if not hasattr(mod, factory):
+            raise ConfigError(f"{path} has no {factory!r}; give path/to/file.py:factory where factory() returns a model")
+        stage = f"calling {factory}()"
+        model = getattr(mod, factory)()
+    except (SnnCompileError, KeyboardInterrupt):
+        raise
+    except BaseException as e:  # whatever the user's code raised, SystemExit included
+        line = getattr(e, "lineno", None) if isinstance(e, SyntaxError) else next(
+            (f.lineno for f in reversed(traceback.extract_tb(e.__traceback__))
+             if os.path.abspath(f.filename) == os.path.abspath(path)), None)
+        at = f" at line {line}" if line else ""
+        raise ModelFileError(f"model file {path}: {stage} raised {type(e).__name__}{at}: {e} — fix the file "
+                             "(--debug shows the traceback)") from e
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"{path}: {factory}() returned a {type(model).__name__}, not a torch.nn.Module")
+    return mod, model.eval()
 
 
 def load_model(spec: str, pretrained: bool = True):
@@ -20,20 +66,17 @@ def load_model(spec: str, pretrained: bool = True):
 
     if ":" in spec and spec.split(":")[0].endswith(".py"):
         path, factory = spec.rsplit(":", 1)
-        if not os.path.exists(path):
+        if not os.path.isfile(path):
             raise ConfigError(f"no file {path!r}; give MODEL as a registry name or path/to/file.py:factory")
-        mod_spec = importlib.util.spec_from_file_location("_snncompile_user_model", path)
-        mod = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(mod)
-        if not hasattr(mod, factory):
-            raise ConfigError(f"{path} has no {factory!r}; give path/to/file.py:factory where factory() returns a model")
-        model = getattr(mod, factory)().eval()
+        mod, model = _run_user_file(path, factory)
         shape = getattr(model, "input_shape", None) or getattr(mod, "INPUT_SHAPE", None)
         if shape is None:
             raise ConfigError(f"{path}: set INPUT_SHAPE = (C, H, W) in the file (or model.input_shape) so "
                               "snncompile knows the example input")
         x = torch.rand((8,) + tuple(shape), generator=torch.Generator().manual_seed(0))
         return model, x, x, "random inputs (no data known for a user model)"
+    if spec.endswith(".py"):
+        raise ConfigError(f"give a model file as {spec}:factory (the function in it that returns the model)")
     from .demo import ALIASES
 
     spec = ALIASES.get(spec, spec)
@@ -54,6 +97,11 @@ def load_model(spec: str, pretrained: bool = True):
     return model, x, x, "random inputs"
 
 
+def _print_after(value):
+    """``--print-after``: None (the environment's), "none" (nothing), "all" or pass names."""
+    return () if value is not None and value.strip().lower() == "none" else value
+
+
 def _cmd_inspect(a) -> int:
     from .convert import conversion_pipeline
     from .frontend.fx import trace
@@ -61,7 +109,7 @@ def _cmd_inspect(a) -> int:
 
     model, x, calib, what = load_model(a.model)
     graph = trace(model, x)
-    pa = a.print_after if a.print_after is not None else "all"
+    pa = _print_after(a.print_after) if a.print_after is not None else "all"
     if a.passes:
         pipe = Pipeline(a.passes, print_after=pa, dump_dir=a.dump)
     elif a.train:
@@ -75,13 +123,32 @@ def _cmd_inspect(a) -> int:
     return 0
 
 
+def _check_writable(out: str) -> None:
+    """ConfigError unless a file can be written at ``out`` (checked before a long compile)."""
+    if os.path.isdir(out):
+        raise ConfigError(f"--out {out} is a folder; give a file path such as {os.path.join(out, 'snn.safetensors')}")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
+        raise ConfigError(f"--out {out}: {folder} {what}; create the folder or choose another path")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        if os.path.exists(out) and not os.access(out, os.W_OK):
+            raise PermissionError(13, "permission denied")
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e}); choose a writable path") from None
+
+
 def _cmd_compile(a) -> int:
     from .convert import compile as compile_snn
 
+    if a.out:
+        _check_writable(a.out)
     model, x, calib, what = load_model(a.model)
     snn = compile_snn(model, calib, T=a.T, normalize=a.normalize, percentile=a.percentile,
                       granularity=a.granularity, v_init=a.v_init, backend=a.backend,
-                      print_after=a.print_after, dump_dir=a.dump)
+                      print_after=_print_after(a.print_after), dump_dir=a.dump)
     print(f"// {a.model} compiled (calibration: {what}); pipeline {snn.pipeline}")
     print("// the SNN (the stage before lowering: what exporters and analyses read)")
     print(snn.semantic_graph)
@@ -89,8 +156,8 @@ def _cmd_compile(a) -> int:
     print(snn.graph)
     print(snn.code)
     if a.out:
-        torch.save(snn, a.out)
-        print(f"saved the SpikingModule to {a.out}")
+        snn.save(a.out)
+        print(f"saved the SNN to {a.out} (load it with snncompile.load({a.out!r}))")
     return 0
 
 
@@ -101,42 +168,82 @@ def _cmd_demo(a) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``snncompile`` command; returns the exit status."""
-    ap = argparse.ArgumentParser(prog="snncompile", description="Compile trained ANNs into spiking networks.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    i = sub.add_parser("inspect", help="trace a model and print the graph after each pass")
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of time steps") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of time steps")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    debug = _Parser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the Python traceback of an error")
+    ap = _Parser(prog="snncompile", description="Compile trained ANNs into spiking networks.", parents=[debug])
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    i = sub.add_parser("inspect", help="trace a model and print the graph after each pass", parents=[debug])
     i.add_argument("model", help="registry name (e.g. mnist_cnn) or path/to/file.py:factory")
     i.add_argument("--passes", help="pipeline spec, e.g. 'canonicalize,fold-batchnorm' (default: conversion)")
-    i.add_argument("--print-after", default=None, help="'all' or comma-separated pass names (default all)")
+    i.add_argument("--print-after", default=None, help="'all' (default), 'none' or comma-separated pass names")
     i.add_argument("--dump", default=None, help="write NN-pass.txt for every stage into this folder")
     i.add_argument("--train", action="store_true", help="the direct-training pipeline (insert-surrogate) "
                    "instead of the conversion pipeline")
     i.add_argument("--neuron", default="lif", choices=["if", "lif"], help="with --train: the neuron")
     i.add_argument("--surrogate", default="atan", help="with --train: the surrogate")
     i.set_defaults(fn=_cmd_inspect)
-    c = sub.add_parser("compile", help="convert a model to an SNN and print it")
+    c = sub.add_parser("compile", help="convert a model to an SNN and print it", parents=[debug])
     c.add_argument("model")
-    c.add_argument("--T", type=int, default=32)
+    c.add_argument("--T", type=_positive_int, default=32)
     c.add_argument("--normalize", default="percentile", choices=["max", "percentile", "fixed"])
     c.add_argument("--percentile", type=float, default=99.9)
     c.add_argument("--granularity", default="channel", choices=["layer", "channel"])
     c.add_argument("--v-init", type=float, default=0.5)
     c.add_argument("--backend", default="auto")
-    c.add_argument("--print-after", default=None)
+    c.add_argument("--print-after", default=None, help="'all', 'none' or comma-separated pass names")
     c.add_argument("--dump", default=None)
-    c.add_argument("--out", default=None, help="torch.save the SpikingModule here")
+    c.add_argument("--out", default=None, help="save the SNN here (snn.save: safetensors + JSON; "
+                   "snncompile.load reads it)")
     c.set_defaults(fn=_cmd_compile)
-    d = sub.add_parser("demo", help="the main job: MNIST accuracy per T")
+    d = sub.add_parser("demo", help="the main job: MNIST accuracy per T", parents=[debug])
     d.add_argument("model", nargs="?", default="mnist", help="mnist (default), vgg_mnist or resnet20_mnist")
     d.add_argument("--backend", default="auto")
     d.set_defaults(fn=_cmd_demo)
-    a = ap.parse_args(argv)
+    return ap
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``snncompile`` command; returns the exit status (0 done, 1 a failure,
+    2 a usage error, 130 interrupted)."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        return a.fn(a)
-    except (SnnCompileError, FileNotFoundError) as e:
+        a = _parser().parse_args(args)
+    except _UsageError as e:
         print(f"snncompile: error: {e}", file=sys.stderr)
         return 2
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    debug = getattr(a, "debug", False)
+    try:
+        return a.fn(a)
+    except KeyboardInterrupt:
+        print("snncompile: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        usage = isinstance(e, ConfigError)
+        what = _one_line(e) if isinstance(e, SnnCompileError) else f"{type(e).__name__}: {_one_line(e)}"
+        hint = "" if debug or isinstance(e, SnnCompileError) else " (run with --debug for the traceback)"
+        print(f"snncompile: error: {what}{hint}", file=sys.stderr)
+        return 2 if usage else 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
 """ANN -> SNN conversion in one call, and the default conversion pipeline written out once."""
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 from typing import Any
 
@@ -16,19 +14,14 @@ from .interpret import is_temporal
 from .ir import Graph
 from .pipeline import PassContext, Pipeline, get_pass
 from .runtime import SpikingModule
+from .runtime import check_steps as runtime_check_steps
 
 __all__ = ["conversion_pipeline", "compile", "choose_backend", "check_steps", "check_runnable"]
 
 
 def check_steps(T: Any, where: str) -> int:
-    """``T`` as an int: a positive integer (bool, float, str, None refused with ConfigError)."""
-    if isinstance(T, bool) or not isinstance(T, numbers.Integral):
-        what = "nan" if isinstance(T, float) and math.isnan(T) else repr(T)
-        raise ConfigError(f"{where}: T (the number of time steps) must be a positive int, got {what} "
-                          f"(type {type(T).__name__}) — write T=32, say")
-    if int(T) < 1:
-        raise ConfigError(f"{where}: T (the number of time steps) must be at least 1, got {int(T)}")
-    return int(T)
+    """``T`` as an int (``runtime.check_steps``), the error naming the entry point ``where``."""
+    return runtime_check_steps(T, f"{where}: T")
 
 
 def check_runnable(graph: Graph, pipe: Pipeline, where: str) -> None:

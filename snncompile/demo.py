@@ -13,8 +13,9 @@ from typing import TextIO
 import torch
 
 from .convert import compile as compile_snn
+from .errors import ConfigError
 
-__all__ = ["accuracy_by_T", "run_demo", "DEMO_TS", "CONFIGS", "ALIASES"]
+__all__ = ["accuracy_by_T", "run_demo", "DEMO_TS", "CONFIGS", "ALIASES", "DEMOS"]
 
 DEMO_TS = (1, 2, 4, 8, 16, 32, 64, 128)
 CONFIGS = (
@@ -23,6 +24,8 @@ CONFIGS = (
     ("p99.9, channel-wise (default)", dict(normalize="percentile", percentile=99.9, granularity="channel")),
 )
 ALIASES = {"mnist": "mnist_cnn", "vgg": "vgg_mnist", "resnet": "resnet20_mnist", "resnet20": "resnet20_mnist"}
+#: the models the demo runs: trained on MNIST, with a shipped checkpoint
+DEMOS = ("mnist_cnn", "mlp", "vgg_mnist", "resnet20_mnist")
 
 
 def accuracy_by_T(snn, x: torch.Tensor, y: torch.Tensor, Ts=DEMO_TS) -> tuple[dict[int, float], float]:
@@ -40,7 +43,11 @@ def run_demo(name: str = "mnist", *, n_calib: int = 1000, Ts=DEMO_TS, backend: s
     from snncompile.models import get_model
     from snncompile.models.data import mnist_split
 
-    name = ALIASES.get(name, name)
+    key = ALIASES.get(name, name) if isinstance(name, str) else name
+    if key not in DEMOS:
+        raise ConfigError(f"unknown demo {name!r}; the demos are {', '.join(DEMOS)} (or the aliases "
+                          f"{', '.join(ALIASES)})")
+    name = key
     torch.manual_seed(0)
     x_tr, y_tr, x_te, y_te = mnist_split()
     model = get_model(name, pretrained=True)

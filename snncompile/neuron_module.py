@@ -5,13 +5,16 @@ runs), so neither of those imports the other's user.
 """
 from __future__ import annotations
 
+import zlib
+
 import torch
 
 from .errors import ConfigError
 from .kernels import run_neuron
 from .neurons import NeuronSpec, ParamView
+from .stateful import PerThread, PerThreadState
 
-__all__ = ["SpikingNeuron", "leak_start"]
+__all__ = ["SpikingNeuron", "leak_start", "backend_for"]
 
 
 def leak_start(spec: NeuronSpec) -> float:
@@ -25,14 +28,37 @@ def leak_start(spec: NeuronSpec) -> float:
     return 1.0 / value if reciprocal else value
 
 
-class SpikingNeuron(torch.nn.Module):
+def backend_for(backend: str, device: torch.device) -> str:
+    """``backend`` when it runs on ``device``, else the fastest that does there (the fused CUDA
+    kernels on a GPU, the C loop on a CPU, the torch reference when neither is available)."""
+    if backend == "torch" or (backend == "cupy") == (device.type == "cuda"):
+        return backend
+    if device.type == "cuda":
+        from .kernels.cuda_kernels import cupy_available
+        return "cupy" if cupy_available() else "torch"
+    from .kernels.cpu import cpu_kernel_available
+    return "cpu" if cpu_kernel_available() else "torch"
+
+
+class SpikingNeuron(PerThreadState, torch.nn.Module):
     """A neuron layer in the emitted module: ``forward(x, T)`` on T folded into the batch.
 
     Takes ``[T*N, ...]`` (sequence) or ``[N, ...]`` (static input) and returns ``[T*N, ...]``
     spikes, or with ``sumpool=k`` (the fused neuron + sum pool op) their k x k window sums.
     Keeps its membrane between calls (``reset()`` clears it) so streaming ``step()`` works, and
-    counts spikes for firing rates when ``record_rates`` is on (a signed spike counts as one).
+    counts spikes for firing rates when ``record_rates`` is on (a signed spike counts as one);
+    the membrane, the counts and ``record_rates`` are per thread.
+
+    ``state_dict()`` carries the neuron's settings beside the threshold: the ``settings`` buffer
+    codes the family and its parameter values exactly (int64, so ``.half()`` leaves it alone),
+    and loading the state of a layer with other settings (say ``v_init=0`` into one with
+    ``v_init=0.5``) is a ConfigError naming the layer and the values.
     """
+
+    v = PerThread()
+    record_rates = PerThread(False)
+    spike_count = PerThread(0.0)
+    neuron_steps = PerThread(0)
 
     def __init__(self, spec: NeuronSpec, threshold: torch.Tensor, backend: str = "torch",
                  sumpool: int | None = None, learn_threshold: bool = False, learn_leak: bool = False):
@@ -52,10 +78,7 @@ class SpikingNeuron(torch.nn.Module):
             # PLIF parameterisation: the leak stays in (0, 1) whatever the optimiser does
             self.leak_logit = torch.nn.Parameter(torch.logit(torch.tensor(k, dtype=torch.float32)))
         self.backend = backend
-        self.v: torch.Tensor | None = None
-        self.record_rates = False
-        self.spike_count = 0.0
-        self.neuron_steps = 0
+        self.register_buffer("settings", _encode_settings(self.neuron_settings()))
 
     @property
     def leak(self) -> torch.Tensor | None:
@@ -71,6 +94,18 @@ class SpikingNeuron(torch.nn.Module):
     def reset_state(self) -> None:
         """Forget the membrane only (a new sequence; counts keep accumulating)."""
         self.v = None
+
+    def neuron_settings(self) -> dict:
+        """What the layer computes beside its tensors: the family and its parameter values."""
+        return {"family": self.spec.kind, **self.spec.params()}
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        saved = state_dict.get(prefix + "settings")
+        if isinstance(saved, torch.Tensor) and not torch.equal(saved.cpu(), self.settings.cpu()):
+            _settings_mismatch(saved, self.neuron_settings(), prefix.rstrip(".") or "the neuron layer")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
     def extra_repr(self) -> str:
         th = self.threshold
@@ -102,3 +137,33 @@ class SpikingNeuron(torch.nn.Module):
             # fused: each output is a k x k window sum; rows a floor pool drops are not counted
             self.neuron_steps += s.numel() * (self.sumpool or 1) ** 2
         return s.reshape((-1,) + tuple(s.shape[2:]))
+
+
+def _code(v) -> int:
+    """One setting as an int64: a float's bit pattern, an int or bool as is, a str by CRC-32."""
+    if isinstance(v, str):
+        return zlib.crc32(v.encode())
+    if isinstance(v, float):
+        return int(torch.tensor(v, dtype=torch.float64).view(torch.int64))
+    return -(1 << 63) if v is None else int(v)
+
+
+def _encode_settings(settings: dict) -> torch.Tensor:
+    return torch.tensor([_code(v) for v in settings.values()], dtype=torch.int64)
+
+
+def _settings_mismatch(saved: torch.Tensor, mine: dict, layer: str):
+    """Raise the ConfigError for a state_dict whose neuron settings differ from this layer's."""
+    saved = saved.cpu().reshape(-1)
+    if saved.numel() != len(mine) or int(saved[0]) != _code(mine["family"]):
+        diff = [f"another neuron family or parameter list (this layer is {mine['family']!r})"]
+    else:
+        diff = []
+        for (k, v), c in zip(mine.items(), saved.tolist()):
+            if c != _code(v):
+                was = float(torch.tensor(c, dtype=torch.int64).view(torch.float64)) if isinstance(v, float) else "another value"
+                diff.append(f"{k}={was!r} saved, {v!r} here")
+    raise ConfigError(f"load_state_dict: neuron layer {layer} was saved with other settings ("
+                      + "; ".join(diff) + "): its tensors would run with the wrong equations; compile "
+                      "the SNN with the settings it was saved with (or save and load the whole SNN: "
+                      "snn.save(path), snncompile.load(path))")

@@ -12,17 +12,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .stateful import PerThread, PerThreadState
+
 __all__ = ["SpikeMaxPool2d"]
 
 
-class SpikeMaxPool2d(nn.Module):
-    """``forward(x [T*N, C, H, W], T) -> [T*N, C, H', W']``; keeps the counts for ``step()``."""
+class SpikeMaxPool2d(PerThreadState, nn.Module):
+    """``forward(x [T*N, C, H, W], T) -> [T*N, C, H', W']``; keeps the counts for ``step()``
+    (per thread, like every runtime module's state)."""
+
+    counts = PerThread()
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
         self.dilation, self.ceil_mode = dilation, ceil_mode
-        self.counts: torch.Tensor | None = None
 
     def reset(self) -> None:
         """Forget the spike counts."""

@@ -10,15 +10,66 @@ Synapse filter (a first-order low-pass on the synaptic current, SpikingJelly's f
 Recurrent container: a body graph run once per step on ``(x[t], y[t-1])`` (``y[0] = 0``); the
 body holds the feedback path (identity or a learned weight) and the neuron, so the outer graph
 stays acyclic.
+
+Threads: the state of every runtime module (membranes, synaptic currents, fed-back outputs,
+spike counts) is per thread (``PerThread``): one SNN called from several threads at once gives
+each call its own state, so concurrent calls compute what the same calls would one after another.
 """
 from __future__ import annotations
+
+import threading
 
 import torch
 import torch.nn as nn
 
 from .errors import ConfigError
 
-__all__ = ["synapse_filter_reference", "SynapseFilterModule", "RecurrentModule", "unfold_steps"]
+__all__ = ["synapse_filter_reference", "SynapseFilterModule", "RecurrentModule", "unfold_steps",
+           "PerThread", "PerThreadState"]
+
+
+class PerThread:
+    """A module attribute whose value is per thread (a data descriptor on the class): each thread
+    reads and writes its own value, starting from ``default``."""
+
+    def __init__(self, default=None):
+        self.default = default
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        return getattr(_thread_state(obj), self.name, self.default)
+
+    def __set__(self, obj, value) -> None:
+        setattr(_thread_state(obj), self.name, value)
+
+
+def _thread_state(obj) -> threading.local:
+    local = obj.__dict__.get("_per_thread")
+    if local is None:
+        local = obj.__dict__.setdefault("_per_thread", threading.local())  # setdefault: one winner
+    return local
+
+
+class PerThreadState:
+    """Mixin for modules with ``PerThread`` attributes: copying or pickling the module keeps the
+    calling thread's values (a ``threading.local`` itself cannot be copied)."""
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        local = state.pop("_per_thread", None)
+        state["_per_thread_values"] = dict(vars(local)) if local is not None else {}
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        values = state.pop("_per_thread_values", {})
+        super().__setstate__(state)
+        for k, v in values.items():
+            setattr(_thread_state(self), k, v)
 
 
 def unfold_steps(x: torch.Tensor, T: int, what: str) -> torch.Tensor:
@@ -44,11 +95,13 @@ def synapse_filter_reference(x: torch.Tensor, inv_tau, i: torch.Tensor | None = 
     return torch.stack(out), out[-1]
 
 
-class SynapseFilterModule(nn.Module):
+class SynapseFilterModule(PerThreadState, nn.Module):
     """The ``synapse_filter`` op: ``forward(x [T*N, ...], T) -> [T*N, ...]``.
 
     ``tau`` > 1 (steps); ``learnable`` makes ``1/tau`` a parameter, kept in (0, 1) by a sigmoid.
     """
+
+    i = PerThread()  # the synaptic current, per thread
 
     def __init__(self, tau: float = 2.0, learnable: bool = False, tau_logit: torch.Tensor | None = None):
         super().__init__()
@@ -60,7 +113,6 @@ class SynapseFilterModule(nn.Module):
             self.inv_tau_logit = nn.Parameter(logit.reshape(()))
         else:
             self.register_buffer("inv_tau_logit", logit.reshape(()))
-        self.i: torch.Tensor | None = None
 
     @property
     def tau(self) -> float:
@@ -83,19 +135,20 @@ class SynapseFilterModule(nn.Module):
         return out.reshape(x.shape)
 
 
-class RecurrentModule(nn.Module):
+class RecurrentModule(PerThreadState, nn.Module):
     """The ``recurrent`` op: ``forward(x [T*N, ...], T)`` runs ``body(x[t], y[t-1], 1)`` for each t.
 
     ``body`` is the emitted inner graph (its neuron keeps its membrane between the per-step
     calls); ``out_shape`` is one sample's output shape (for ``y[0] = 0``).
     """
 
+    y = PerThread()  # the fed-back output, per thread
+
     def __init__(self, body: nn.Module, out_shape: tuple[int, ...], kind: str):
         super().__init__()
         self.body = body
         self.out_shape = tuple(out_shape)
         self.kind = kind
-        self.y: torch.Tensor | None = None
 
     def reset_state(self) -> None:
         """Forget the fed-back output (the body's neuron resets itself through the runtime)."""

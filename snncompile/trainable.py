@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .convert import choose_backend
+from .convert import check_runnable, check_steps, choose_backend
 from .errors import ConfigError
 from .frontend.fx import trace
 from .ops import has_trait
@@ -87,6 +87,7 @@ def to_trainable(model: nn.Module | SpikingModule, T: int = 4, neuron: str = "li
     Returns a SpikingModule in train mode; ``snn.run_sequence(x)`` gives ``[T, N, ...]`` for the
     losses in snncompile.losses, ``snn(x)`` the mean (or last) output.
     """
+    T = check_steps(T, "to_trainable")
     if isinstance(model, SpikingModule):
         return _fine_tunable(model, T, surrogate, alpha, detach_reset, learn_threshold, backend)
     if not isinstance(model, nn.Module):
@@ -104,7 +105,8 @@ def to_trainable(model: nn.Module | SpikingModule, T: int = 4, neuron: str = "li
     else:
         pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline(pipeline, print_after=print_after)
     snn_graph = pipe.run(graph, PassContext(T=T, device=device))
-    snn = SpikingModule(snn_graph, T, backend=choose_backend(backend, device), pipeline=pipe)
+    check_runnable(snn_graph, pipe, "to_trainable")
+    snn = SpikingModule(snn_graph, T, backend=choose_backend(backend, device), pipeline=pipe, trainable=True)
     return snn.to(device).train()
 
 
@@ -119,7 +121,8 @@ def _fine_tunable(snn: SpikingModule, T: int, surrogate: str, alpha, detach_rese
     graph.verify()
     device = next((b.device for b in snn.buffers()), torch.device("cpu"))
     new = SpikingModule(graph, T, backend=choose_backend(backend, device) if backend != "auto" else snn.backend,
-                        pipeline=snn.pipeline, max_chunk_bytes=snn.max_chunk_bytes)
+                        pipeline=snn.pipeline, max_chunk_bytes=snn.max_chunk_bytes, trainable=True,
+                        allow_nonfinite=snn.allow_nonfinite)
     # the weights as they are now (the graph holds them as converted; snn may have been tuned since)
     missing, unexpected = new.module.load_state_dict(snn.module.state_dict(), strict=False)
     if unexpected or missing:

@@ -173,6 +173,13 @@ def test_bad_kernel_input(call, etype, words):
 
 
 # --- pipelines, passes and entry points ------------------------------------------------------------
+_MLP = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2)).eval()
+
+
+def _SNN():
+    return snncompile.compile(_MLP, torch.rand(16, 4), T=4, backend="torch")
+
+
 ENTRY_CASES = [
     (lambda: snncompile.Pipeline("nosuchpass"), ConfigError, ["unknown pass 'nosuchpass'", "canonicalize"]),
     (lambda: snncompile.Pipeline("normalize{pp=3}"), ConfigError, ["bad options", "pp", "mode"]),
@@ -206,6 +213,16 @@ ENTRY_CASES = [
     (lambda: snncompile.to_trainable(torch.nn.Linear(2, 2), T=4, neuron="hh"), ConfigError, ["neuron must be"]),
     (lambda: snncompile.to_trainable(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()), T=4,
                                      encoding="rate", example_input=torch.rand(1, 2)), ConfigError, ["method must be"]),
+    (lambda: snncompile.compile(_MLP, torch.rand(8, 4), T=2.5), ConfigError, ["T (the number of time steps)", "2.5"]),
+    (lambda: snncompile.compile(_MLP, torch.rand(8, 4), T="8"), ConfigError, ["positive int", "'8'"]),
+    (lambda: snncompile.compile(_MLP, torch.rand(8, 4), T=0), ConfigError, ["at least 1", "0"]),
+    (lambda: snncompile.compile(_MLP, torch.rand(8, 4), T=True), ConfigError, ["positive int", "True"]),
+    (lambda: snncompile.compile(_MLP, torch.rand(8, 4), T=float("nan")), ConfigError, ["positive int", "nan"]),
+    (lambda: _SNN()(torch.rand(2, 4), T=0), ConfigError, ["at least 1", "T=32"]),
+    (lambda: _SNN()(torch.rand(2, 4), T=3.5), ConfigError, ["positive int", "3.5"]),
+    (lambda: _SNN()(torch.rand(2, 5)), ConfigError, ["traced for inputs", "[N, 4]"]),
+    (lambda: _SNN()(torch.full((2, 4), float("nan"))), SnnCompileError, ["NaN", "allow_nonfinite"]),
+    (lambda: snncompile.load("/nonexistent/dir/net.snn"), SnnCompileError, ["/nonexistent/dir/net.snn"]),
     (lambda: snncompile.ops.get_op("conv3d"), ConfigError, ["unknown op 'conv3d'", "register_op"]),
     (lambda: snncompile.ops.has_trait("conv2d", "weigthed"), ConfigError, ["unknown op trait 'weigthed'", "weighted"]),
 ]

@@ -232,7 +232,7 @@ BAD_T = [2.5, "8", None, math.nan, True, False, 8.0]
 
 @pytest.mark.parametrize("T", BAD_T, ids=[repr(t) for t in BAD_T])
 def test_compile_refuses_T_that_is_not_an_int(T):
-    with pytest.raises(ConfigError, match=r"compile: T \(the number of time steps\) must be a positive int, got .*write T=32"):
+    with pytest.raises(ConfigError, match=r"compile: T \(the number of time steps\) must be a positive int, got .*T=32"):
         _compile(_mlp(), _x(), T=T)
 
 
