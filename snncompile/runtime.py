@@ -29,7 +29,8 @@ from .emit import emit
 from .errors import ConfigError
 from .ir import Graph
 from .neuron_module import SpikingNeuron
-from .serialize import light_pipeline, load_module, save_module
+from .serialize import load_module, save_module
+from .snapshots import light_pipeline
 from .stateful import PerThread, PerThreadState
 
 __all__ = ["SpikingModule", "check_steps", "load"]

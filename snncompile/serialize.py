@@ -4,11 +4,9 @@ The tensors are stored once each; the metadata holds a JSON document: format and
 backend, readout, options, the graph that runs and the stage before lowering (nodes, ops, attrs,
 params by tensor key, meta; body graphs recursively), the pipeline's spec and weightless stages,
 and a SHA-256 of every tensor and of the document, all checked before anything is built.
-``light_graph``: a graph without its weights (meta tensors), what an SNN keeps of its stages.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -26,69 +24,15 @@ from .ir import Graph, Node, SourceLoc
 from .neuron_module import backend_for
 from .neurons import neuron_families
 from .ops import OPS, has_trait
-from .pipeline import Pipeline, parse_pipeline
+from .snapshots import PipelineRecord, label as _label
 
-__all__ = ["SerializationError", "FORMAT", "VERSION", "save_module", "load_module", "read_file", "light_graph",
-           "light_pipeline", "PipelineRecord"]
+__all__ = ["SerializationError", "FORMAT", "VERSION", "save_module", "load_module", "read_file"]
 
 FORMAT, VERSION, _KEY = "snncompile-snn", 1, "snncompile"
 
 
 class SerializationError(SnnCompileError):
     """An SNN could not be saved, or a file could not be loaded as one (the message names it)."""
-
-
-def _label(v) -> str:
-    """The name a value is kept as where only its name is (a callable in a stage: it prints the same)."""
-    return getattr(v, "__qualname__", None) or getattr(v, "name", None) or type(v).__name__
-
-
-def _light(v):
-    if isinstance(v, torch.Tensor):
-        return v.detach().clone() if v.numel() <= 1 else torch.empty(v.shape, dtype=v.dtype, device="meta")
-    if isinstance(v, Graph):
-        return light_graph(v)
-    if isinstance(v, dict):
-        return {k: _light(e) for k, e in v.items()}
-    if type(v) in (list, tuple):
-        return type(v)(_light(e) for e in v)
-    return _label(v) if callable(v) and not isinstance(v, type) else v
-
-
-def light_graph(g: Graph) -> Graph:
-    """``g`` without weights (bigger tensors become shape-only meta tensors, callables their names):
-    it prints and diffs like ``g`` but does not run."""
-    mapping: dict[int, Node] = {}
-    for n in g.nodes:
-        mapping[id(n)] = Node(n.id, n.op, [mapping[id(i)] for i in n.inputs], _light(n.attrs),
-                              {k: _light(t) for k, t in n.params.items()}, _light(n.meta))
-    out = Graph(mapping.values(), g.name)
-    out._next_id = max(g._next_id, out._next_id)
-    return out
-
-
-def light_pipeline(p, before_lowering: Graph | None = None):
-    """A copy of pipeline ``p`` whose stages hold no weights (``stage()``, ``diff()`` work as before)."""
-    light = copy.copy(p)
-    light.passes = list(getattr(p, "passes", []))
-    light.stages = [(name, light_graph(g)) for name, g in getattr(p, "stages", [])]
-    light.before_lowering = before_lowering if before_lowering is not None else getattr(p, "before_lowering", None)
-    return light
-
-
-class PipelineRecord(Pipeline):
-    """A pipeline loaded from a file: stages print and diff; passes parsed again when known here."""
-
-    def __init__(self, spec: str, stages, timings, before_lowering=None):
-        super().__init__((), print_after=(), dump_dir="")
-        self.spec, self.stages, self.timings, self.before_lowering = spec, stages, timings, before_lowering
-        try:
-            self.passes = parse_pipeline(spec) if spec else []
-        except Exception:  # a user's pass this process has not registered
-            self.passes = []
-
-    def __str__(self) -> str:
-        return super().__str__() if self.passes else self.spec
 
 
 class _Tensors:

@@ -201,20 +201,18 @@ def test_concat_then_pool_converts():
         assert _rel(snn(x), model(x)) < 0.2
 
 
-def test_max_pool_after_a_concat_of_neurons_is_a_spike_pool():
-    """Found by the property tests (profile "thorough"): a max pool reading a concat of spike
-    trains stayed a plain max pool, so each step took the max of the window's spikes (the rate at
-    which any neuron fires) and the error stuck at ~16% for any T. It must be count-gated."""
-    model = nn.Sequential(Concat(1, 1, 1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(18, 3), nn.ReLU(),
-                          nn.Linear(3, 2))
-    g = torch.Generator().manual_seed(0)
+def _he_init(model: nn.Module, seed: int) -> nn.Module:
+    """The grammar's initialisation (He-scaled weights, small positive biases), eval mode."""
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5)
                 m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.1)
-    model.eval()
-    x = torch.rand((48, 1, 6, 6), generator=torch.Generator().manual_seed(1))
+    return model.eval()
+
+
+def _assert_pool_is_gated_and_converges(model: nn.Module, x: torch.Tensor) -> None:
     snn = snncompile.compile(model, x, T=8, percentile=100.0, backend="torch")
     assert snn.graph.find("spike_maxpool2d") and not snn.graph.find("maxpool2d")
     with torch.no_grad():
@@ -222,25 +220,20 @@ def test_max_pool_after_a_concat_of_neurons_is_a_spike_pool():
         per_t = snn(x, T=512, return_all_steps=True)
     err = lambda t: float((per_t[t - 1] - ann).abs().mean() / ann.abs().mean())  # noqa: E731
     assert err(512) < 0.05 and err(512) < 0.5 * err(8)
+
+
+def test_max_pool_after_a_concat_of_neurons_is_a_spike_pool():
+    """Found by the property tests (profile "thorough"): a max pool reading a concat of spike
+    trains stayed a plain max pool, so each step took the max of the window's spikes (the rate at
+    which any neuron fires) and the error stuck at ~16% for any T. It must be count-gated."""
+    model = _he_init(nn.Sequential(Concat(1, 1, 1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(18, 3), nn.ReLU(),
+                                   nn.Linear(3, 2)), seed=0)
+    _assert_pool_is_gated_and_converges(model, torch.rand((48, 1, 6, 6), generator=torch.Generator().manual_seed(1)))
 
 
 def test_max_pool_after_an_average_pool_of_spikes_is_a_spike_pool():
     """Found by the property tests (profile "thorough"): ReLU -> AvgPool -> MaxPool left a plain max
     over per-step window sums of spikes (error ~12% at any T)."""
-    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU(), nn.AvgPool2d(2), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(8, 3), nn.ReLU(), nn.Linear(3, 2))
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5)
-                m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.1)
-    model.eval()
-    x = torch.rand((48, 1, 8, 8), generator=torch.Generator().manual_seed(2))
-    snn = snncompile.compile(model, x, T=8, percentile=100.0, backend="torch")
-    assert snn.graph.find("spike_maxpool2d") and not snn.graph.find("maxpool2d")
-    with torch.no_grad():
-        ann = model(x)
-        per_t = snn(x, T=512, return_all_steps=True)
-    err = lambda t: float((per_t[t - 1] - ann).abs().mean() / ann.abs().mean())  # noqa: E731
-    assert err(512) < 0.05 and err(512) < 0.5 * err(8)
+    model = _he_init(nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU(), nn.AvgPool2d(2), nn.MaxPool2d(2), nn.Flatten(),
+                                   nn.Linear(8, 3), nn.ReLU(), nn.Linear(3, 2)), seed=1)
+    _assert_pool_is_gated_and_converges(model, torch.rand((48, 1, 8, 8), generator=torch.Generator().manual_seed(2)))
