@@ -14,18 +14,26 @@ real, as torch does on the CPU).
 from __future__ import annotations
 
 from ..errors import KernelError
-from ..neurons import FAMILIES, CAlgebra, ParamView, Sym, bptt_step, fire, reset
+from ..neurons import FAMILIES, CAlgebra, ParamView, Sym, bptt_step, fire, registry_version, reset
 
 __all__ = ["variants", "variant_index", "render_families"]
 
 
 def variants() -> list[tuple[str, tuple]]:
     """``(family name, ((param, value), ...))`` for every compiled variant, in index order."""
-    out = []
-    for fam in FAMILIES.values():
-        for combo in fam.variants():
-            out.append((fam.name, tuple(combo.items())))
-    return out
+    return list(_variant_table()[0])
+
+
+def _variant_table() -> tuple[tuple, dict]:
+    """The variant list and its index, rebuilt only when a family is registered (the lookup runs
+    on every neuron call)."""
+    if _cache.get("version") != registry_version():
+        vs = tuple((fam.name, tuple(combo.items())) for fam in FAMILIES.values() for combo in fam.variants())
+        _cache.update(version=registry_version(), table=(vs, {v: i for i, v in enumerate(vs)}))
+    return _cache["table"]
+
+
+_cache: dict = {}
 
 
 def variant_index(spec) -> int:
@@ -33,8 +41,8 @@ def variant_index(spec) -> int:
     fam = spec.family
     key = (fam.name, tuple((p.name, getattr(spec, p.name)) for p in fam.variant_params))
     try:
-        return variants().index(key)
-    except ValueError:
+        return _variant_table()[1][key]
+    except KeyError:
         raise KernelError(f"no compiled variant for {spec!r}") from None
 
 

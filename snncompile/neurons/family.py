@@ -102,6 +102,7 @@ class NeuronFamily:
 
 
 FAMILIES: dict[str, NeuronFamily] = {}
+_STANDARD: set[str] = set()  # the families snncompile ships (registered from this package)
 _version = [0]  # bumped by every registration: compiled kernels built from an older registry are stale
 
 
@@ -117,13 +118,15 @@ def register_family(family: NeuronFamily, *, replace: bool = False) -> NeuronFam
         raise ConfigError(f"a neuron family named {family.name!r} is already registered; pick another "
                           "name or pass replace=True")
     FAMILIES[family.name] = family
+    if getattr(family.charge, "__module__", "").startswith(__package__ + "."):
+        _STANDARD.add(family.name)  # defined by a file of this package: part of snncompile
     _version[0] += 1
     return family
 
 
 def unregister_family(name: str) -> None:
     """Remove a family registered from user code (the standard families stay)."""
-    if name in ("if", "lif", "signed_if"):
+    if name in _STANDARD:
         raise ConfigError(f"the standard neuron family {name!r} cannot be removed")
     if FAMILIES.pop(name, None) is not None:
         _version[0] += 1
