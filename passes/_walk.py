@@ -4,7 +4,25 @@ from __future__ import annotations
 from snncompile.errors import UnsupportedOpError
 from snncompile.ir import Graph, Node
 
-__all__ = ["refuse_non_relu_activations", "single_user"]
+__all__ = ["refuse_non_relu_activations", "single_user", "is_relu_like", "ceiling_of"]
+
+
+def is_relu_like(n: Node) -> bool:
+    """A ReLU, or a clamp whose floor is 0 (ReLU6, Hardtanh(0, c), clamp(0, c)): a ReLU with a
+    ceiling, which a neuron rate-codes (its rate saturates at one spike per step). A clamp with no
+    floor (``torch.clamp(x, max=c)``) is not an activation."""
+    if n.op == "relu":
+        return True
+    lo = n.attrs.get("min") if n.op == "clamp" else None
+    return lo is not None and float(lo) == 0.0
+
+
+def ceiling_of(n: Node):
+    """The ceiling of a ReLU-like node: None for a ReLU, else a float or (after normalize) the
+    per-channel tensor ``ceiling`` parameter."""
+    if n.op != "clamp":
+        return None
+    return n.params["ceiling"] if "ceiling" in n.params else n.attrs.get("max")
 
 
 def single_user(graph: Graph, node: Node) -> Node | None:

@@ -2,7 +2,7 @@
 
 Requires: a traced ANN definition (trained or not); batch norm, pools and linear ops stay and run
 on T folded into the batch. Guarantees: no ``relu`` (or ``clamp`` with floor 0, e.g. ReLU6: a
-neuron's rate is bounded anyway, and the ceiling is not kept) is left (a clamp with no floor,
+neuron's rate is bounded anyway, and the ceiling is not kept — a warning says so) is left (a clamp with no floor,
 ``clamp(x, max=c)``, is no activation and stays a clamp); each
 becomes a ``neuron`` of the family ``neuron`` names (DESIGN.md equations: LIF with ``tau`` or,
 when ``beta`` is given, snnTorch's ``beta``) whose ``surrogate`` attribute makes its spikes
@@ -13,6 +13,7 @@ in for (GELU, sigmoid, ...), naming the node.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -23,7 +24,7 @@ from snncompile.ops import NEURON_OP, has_trait, neuron_attrs
 from snncompile.pipeline import PassContext, register_pass
 from snncompile.surrogate import get_surrogate
 
-from ._walk import refuse_non_relu_activations
+from ._walk import ceiling_of, is_relu_like, refuse_non_relu_activations
 
 __all__ = ["InsertSurrogate"]
 
@@ -68,8 +69,14 @@ class InsertSurrogate:
         return graph
 
     def _rewrite(self, graph: Graph) -> None:
+        capped = [n for n in graph.nodes if is_relu_like(n) and ceiling_of(n) is not None]
+        if capped:
+            warnings.warn(f"insert-surrogate: {capped[0].describe()} is a ReLU with a ceiling of {ceiling_of(capped[0])}"
+                          + (f" (and {len(capped) - 1} more capped ReLUs)" if len(capped) > 1 else "")
+                          + "; the spiking neuron replacing it drops the ceiling (its output is bounded by one spike "
+                          "per step times its threshold instead)", stacklevel=2)
         for n in list(graph.nodes):
-            if n.op == "relu" or n.op == "clamp" and _floor_is_zero(n):
+            if is_relu_like(n):
                 graph.replace(n, NEURON_OP, attrs=self._attrs(), params={"threshold": torch.tensor(float(self.threshold))})
             elif has_trait(n, "neuron") and n.attrs.get("surrogate") is None:
                 n.attrs["surrogate"] = self.surrogate
@@ -88,10 +95,3 @@ class InsertSurrogate:
     def _attrs(self) -> dict:
         return neuron_attrs(self._spec(), learn_threshold=bool(self.learn_threshold),
                             learn_leak=bool(self.learn_leak))
-
-
-def _floor_is_zero(n) -> bool:
-    """A clamp whose floor is 0 (ReLU6, Hardtanh(0, c)): a ReLU with a ceiling. A clamp with no
-    floor (``torch.clamp(x, max=c)``) is not an activation and stays a clamp."""
-    lo = n.attrs.get("min")
-    return lo is not None and float(lo) == 0.0

@@ -26,7 +26,7 @@ from snncompile.ir import Graph, Node
 from snncompile.ops import get_op, has_trait
 from snncompile.pipeline import PassContext, register_pass
 
-from ._walk import refuse_non_relu_activations
+from ._walk import ceiling_of, is_relu_like, refuse_non_relu_activations
 
 __all__ = ["Normalize"]
 
@@ -61,14 +61,14 @@ class Normalize:
             raise ConfigError(f"normalize: scale={self.scale} must be a positive number (the activation scale "
                               "every ReLU gets in mode 'fixed': its largest expected output, e.g. 1.0)")
         _refuse_unsupported(graph)
-        relus = graph.find("relu")
+        relus = [n for n in graph.nodes if is_relu_like(n)]
         lam = self._lambdas(graph, relus, ctx)
         _rescale(graph, lam)
         return graph
 
     def _lambdas(self, graph: Graph, relus: list[Node], ctx: PassContext) -> dict[int, torch.Tensor]:
         if self.mode == "fixed":
-            return {r.id: torch.tensor(float(self.scale)) for r in relus}
+            return {r.id: _capped(torch.tensor(float(self.scale)), r) for r in relus}
         poisson = ctx.options.get("encoding") == "poisson"  # its inputs are probabilities: check them here too
         stats = collect_stats(graph, ctx.calibration_data, relus, batch_size=self.batch_size, device=ctx.device,
                               allow_nonfinite=bool(ctx.options.get("allow_nonfinite", False)),
@@ -88,8 +88,15 @@ class Normalize:
             # value is exact for the ANN; this one keeps its weights in range)
             floor = torch.clamp(layer_v, min=1e-8)
             v = torch.where(v > 1e-6 * floor, v, floor)
-            lam[r.id] = _broadcastable(v, r.shape)
+            lam[r.id] = _capped(_broadcastable(v, r.shape), r)
         return lam
+
+
+def _capped(lam: torch.Tensor, r: Node) -> torch.Tensor:
+    """λ of a ReLU-like node: at most its ceiling c (ReLU6: 6), so that the neuron's saturation at
+    one spike per step (λ) is never above what the ANN can output."""
+    c = ceiling_of(r)
+    return lam if c is None else torch.clamp(lam, max=float(c))
 
 
 def _refuse_unsupported(graph: Graph) -> None:
@@ -138,7 +145,7 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 def _target(graph: Graph, node: Node, lam: dict[int, torch.Tensor], seen=None) -> torch.Tensor | None:
     """The λ of the ReLU this node's value flows into (through pools and adds), None for an output."""
     for u in graph.users(node):
-        if u.op == "relu":
+        if is_relu_like(u):
             return lam[u.id]
         if _carries_scale(u):
             t = _target(graph, u, lam)
@@ -165,12 +172,16 @@ def _rescale(graph: Graph, lam: dict[int, torch.Tensor]) -> None:
             s_out = one if t is None else t
             _rescale_layer(n, s_in, _per_channel(s_out, n.shape, n))
             scales[n.id] = s_out
-        elif n.op == "relu":
+        elif is_relu_like(n):
             s_in, want = scales[n.inputs[0].id], lam[n.id]
             if not _same(s_in, want):
                 _insert_scale(graph, n.inputs[0], n, s_in / want)
             scales[n.id] = want
             n.meta["act_scale"] = want.clone()
+            if n.op == "clamp":  # clamp(x, 0, c) / λ = clamp(x / λ, 0, c / λ): the ceiling in λ units
+                ceiling = float(n.attrs["max"]) / want
+                n.params["ceiling"] = ceiling.float()
+                n.attrs["max"] = None
         elif n.op == "add":
             t = _target(graph, n, lam)
             want = scales[n.inputs[0].id] if t is None else t
@@ -183,7 +194,7 @@ def _rescale(graph: Graph, lam: dict[int, torch.Tensor]) -> None:
             scales[n.id] = _channel_scale(scales[n.inputs[0].id], n.inputs[0].shape, n)
         elif _carries_scale(n):
             scales[n.id] = scales[n.inputs[0].id]
-        elif has_trait(n, "layout"):
+        elif has_trait(n, "rearrange"):  # the scales move with the values they belong to
             s = scales[n.inputs[0].id]
             if s.dim() == 0:
                 scales[n.id] = s
@@ -195,7 +206,8 @@ def _rescale(graph: Graph, lam: dict[int, torch.Tensor]) -> None:
             scales[n.id] = _cat_scales(graph, n, scales)
         elif n.op == "clamp":
             raise UnsupportedOpError(f"normalize: {n.describe()} clamps to [{n.attrs.get('min')}, {n.attrs.get('max')}]; "
-                                     "only ReLU activations convert — use ReLU")
+                                     "only ReLU-like activations convert (ReLU, or a clamp with floor 0 such as ReLU6) "
+                                     "— use ReLU")
         elif n.op == "output":
             for x in list(n.inputs):
                 if not _same(scales[x.id], one):

@@ -1,7 +1,7 @@
 """relu-to-if: every ReLU becomes a soft-reset integrate-and-fire neuron.
 
 Requires: normalized activations (run ``normalize`` first: each ReLU's input is then in units of
-its activation scale, so threshold 1 is right). Guarantees: no ``relu`` is left; each becomes
+its activation scale, so threshold 1 is right). Guarantees: no ``relu`` (nor capped ReLU, ``clamp`` with floor 0) is left; each becomes
 ``neuron`` of family ``if`` (or the family given) with threshold 1.0 (or ``threshold``), reset by subtraction and v_init as given
 (0 or 0.5 of the threshold), exactly the equations in DESIGN.md. Refuses activations it cannot
 turn into IF neurons (GELU, sigmoid, clamp with a negative floor, ...) naming the node.
@@ -18,7 +18,7 @@ from snncompile.neurons import NeuronSpec
 from snncompile.ops import NEURON_OP, neuron_attrs
 from snncompile.pipeline import PassContext, register_pass
 
-from ._walk import refuse_non_relu_activations
+from ._walk import is_relu_like, refuse_non_relu_activations
 
 __all__ = ["ReluToIf"]
 
@@ -39,7 +39,9 @@ class ReluToIf:
                               "when its membrane reaches it; after normalize, 1.0 is right)")
         spec = NeuronSpec(self.neuron, v_init=float(self.v_init), reset="subtract")
         refuse_non_relu_activations(graph, "relu-to-if")
-        for n in graph.find("relu"):
+        # a capped ReLU (ReLU6; after normalize its ceiling c/λ >= 1) too: the neuron saturates at
+        # one spike per step, i.e. at λ <= c, so it never outputs more than the ANN could
+        for n in [n for n in graph.nodes if is_relu_like(n)]:
             # a spike still means the ReLU's activation scale (normalize recorded it)
             graph.replace(n, NEURON_OP, attrs=neuron_attrs(spec),
                           params={"threshold": torch.tensor(float(self.threshold))}, keep_meta=("act_scale",))

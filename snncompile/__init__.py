@@ -3,7 +3,7 @@
     snn = snncompile.compile(model, calibration_data, T=32)            # convert a trained ANN
     snn = snncompile.to_trainable(model, T=4, neuron="lif", surrogate="atan")   # train directly
 
-Trace a model into the IR (``trace``), run passes on it (``Pipeline``), emit a runnable module
+Trace a model into the IR (``trace``, or ``from_onnx`` for an ONNX file), run passes on it (``Pipeline``), emit a runnable module
 (``emit``). ``snn.save(path)`` and ``snncompile.load(path)`` keep a compiled SNN (safetensors and
 JSON, no pickle). See README.md for a tour.
 """
@@ -21,7 +21,23 @@ from .runtime import SpikingModule, load
 from .serialize import SerializationError
 from .trainable import to_trainable, training_pipeline
 
-__all__ = ["compile", "load", "SerializationError", "conversion_pipeline", "to_trainable", "training_pipeline", "layers", "losses", "SpikingModule", "trace", "emit", "run_graph", "Graph", "Node", "Pipeline", "PassContext", "register_pass",
+
+
+def from_onnx(model, **kwargs) -> Graph:
+    """Read an ONNX model (a .onnx path, its bytes or an onnx.ModelProto) into the canonical IR
+    Graph that ``trace`` gives for the same network; see snncompile.frontend.onnx.from_onnx.
+    Needs the ``onnx`` package (``pip install snncompile[onnx]``), imported only here."""
+    try:
+        from .frontend.onnx import from_onnx as _from_onnx
+    except ImportError as e:
+        if getattr(e, "name", None) not in ("onnx", "onnx.reference") and "onnx" not in str(e):
+            raise
+        from .errors import ConfigError
+        raise ConfigError(f"from_onnx needs the onnx package ({e}); install it with pip install 'snncompile[onnx]'") from e
+    return _from_onnx(model, **kwargs)
+
+
+__all__ = ["compile", "load", "from_onnx", "SerializationError", "conversion_pipeline", "to_trainable", "training_pipeline", "layers", "losses", "SpikingModule", "trace", "emit", "run_graph", "Graph", "Node", "Pipeline", "PassContext", "register_pass",
            "get_pass", "errors", "SnnCompileError",
            "neuron_families", "register_family", "get_family", "NeuronFamily", "NeuronSpec", "Param"]
 __version__ = "0.1.0"

@@ -59,11 +59,34 @@ def _run_user_file(path: str, factory: str):
     return mod, model.eval()
 
 
+def _onnx_data(path: str):
+    """``(example_input, calibration_data, description)`` for an ONNX file: real MNIST digits when
+    its input is one 1x28x28 image per sample, else seeded random inputs of its input shape."""
+    from . import from_onnx
+
+    graph = from_onnx(path)  # also refuses an unreadable file before anything else runs
+    shape = tuple(graph.inputs[0].shape[1:])
+    if shape == (1, 28, 28):
+        try:
+            from snncompile.models.data import mnist_split
+            x_tr = mnist_split()[0]
+            return x_tr[:8], x_tr[:512], "512 real MNIST training digits"
+        except Exception:
+            pass
+    x = torch.rand((8,) + shape, generator=torch.Generator().manual_seed(0))
+    return x, x, "random inputs (no data known for an ONNX model)"
+
+
 def load_model(spec: str, pretrained: bool = True):
-    """``spec`` is a registry name (models/) or ``path/to/file.py:factory``.
-    Returns ``(model, example_input, calibration_data, description_of_data)``."""
+    """``spec`` is a registry name (models/), ``path/to/file.py:factory`` or ``path/to/model.onnx``.
+    Returns ``(model, example_input, calibration_data, description_of_data)``; for an ONNX file
+    ``model`` is its path (``snncompile.from_onnx`` reads it)."""
     from snncompile.models import MODELS, checkpoint_path, example_input, get_model
 
+    if spec.lower().endswith(".onnx"):
+        if not os.path.isfile(spec):
+            raise ConfigError(f"no file {spec!r}; give MODEL as a registry name, path/to/file.py:factory or a .onnx file")
+        return (spec,) + _onnx_data(spec)
     if ":" in spec and spec.split(":")[0].endswith(".py"):
         path, factory = spec.rsplit(":", 1)
         if not os.path.isfile(path):
@@ -108,7 +131,11 @@ def _cmd_inspect(a) -> int:
     from .pipeline import PassContext, Pipeline
 
     model, x, calib, what = load_model(a.model)
-    graph = trace(model, x)
+    if isinstance(model, str):  # an ONNX file
+        from . import from_onnx
+        graph = from_onnx(model)
+    else:
+        graph = trace(model, x)
     pa = _print_after(a.print_after) if a.print_after is not None else "all"
     if a.passes:
         pipe = Pipeline(a.passes, print_after=pa, dump_dir=a.dump)
@@ -185,7 +212,7 @@ def _parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="snncompile", description="Compile trained ANNs into spiking networks.", parents=[debug])
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     i = sub.add_parser("inspect", help="trace a model and print the graph after each pass", parents=[debug])
-    i.add_argument("model", help="registry name (e.g. mnist_cnn) or path/to/file.py:factory")
+    i.add_argument("model", help="registry name (e.g. mnist_cnn), path/to/file.py:factory or path/to/model.onnx")
     i.add_argument("--passes", help="pipeline spec, e.g. 'canonicalize,fold-batchnorm' (default: conversion)")
     i.add_argument("--print-after", default=None, help="'all' (default), 'none' or comma-separated pass names")
     i.add_argument("--dump", default=None, help="write NN-pass.txt for every stage into this folder")
@@ -195,7 +222,7 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--surrogate", default="atan", help="with --train: the surrogate")
     i.set_defaults(fn=_cmd_inspect)
     c = sub.add_parser("compile", help="convert a model to an SNN and print it", parents=[debug])
-    c.add_argument("model")
+    c.add_argument("model", help="registry name, path/to/file.py:factory or path/to/model.onnx")
     c.add_argument("--T", type=_positive_int, default=32)
     c.add_argument("--normalize", default="percentile", choices=["max", "percentile", "fixed"])
     c.add_argument("--percentile", type=float, default=99.9)

@@ -124,7 +124,7 @@ def emit(graph: Graph, *, backend: str = "torch") -> fx.GraphModule:
     taken: set[str] = {"T"}
     names: dict[int, str] = {}
     temporal = is_temporal(graph)
-    for node in graph.inputs:
+    for node in sorted(graph.inputs, key=lambda n: n.attrs.get("index", 0)):  # the runtime passes them in this order
         env[node.id] = g.placeholder("x" if node.attrs.get("index", 0) == 0 else f"x{node.attrs['index']}")
     T = g.placeholder("T") if temporal else None
     for node in graph.nodes:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["sum_pool2d", "flatten_batch", "reshape_batch", "mul_const", "scale", "identity",
-           "encode", "repeat_time", "unfold_time"]
+__all__ = ["sum_pool2d", "flatten_batch", "reshape_batch", "slice_dim", "select_dim", "permute_batch", "pad_zero",
+           "clamp", "mul_const", "scale", "identity", "encode", "repeat_time", "unfold_time"]
 
 
 def sum_pool2d(x: torch.Tensor, kernel_size, stride=None, padding=0) -> torch.Tensor:
@@ -25,6 +25,36 @@ def flatten_batch(x: torch.Tensor, start_dim: int = 1, end_dim: int = -1) -> tor
 def reshape_batch(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """Reshape each sample to ``shape``, keeping the (possibly time-folded) batch dimension."""
     return x.reshape((x.shape[0],) + tuple(shape))
+
+
+def slice_dim(x: torch.Tensor, dim: int, start: int, stop: int, step: int = 1) -> torch.Tensor:
+    """``x[..., start:stop:step, ...]`` along ``dim`` (never the batch): one result of chunk/split."""
+    return x.narrow(dim, start, stop - start) if step == 1 else \
+        x[(slice(None),) * (dim % x.dim()) + (slice(start, stop, step),)]
+
+
+def select_dim(x: torch.Tensor, dim: int, index: int) -> torch.Tensor:
+    """``x.select(dim, index)`` (never the batch): one result of unbind."""
+    return x.select(dim, index)
+
+
+def permute_batch(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """Permute the per-sample dims (``dims`` names dims 1.., the batch stays first), contiguous."""
+    return x.permute((0,) + tuple(dims)).contiguous()
+
+
+def pad_zero(x: torch.Tensor, pads: tuple[int, ...]) -> torch.Tensor:
+    """Zero padding of the trailing dims, in F.pad order (last dim first: left, right, top, bottom...)."""
+    return F.pad(x, tuple(pads))
+
+
+def clamp(x: torch.Tensor, ceiling: torch.Tensor | None = None, min: float | None = None,
+          max: float | None = None) -> torch.Tensor:
+    """``min(max(x, min), max)``; a ``ceiling`` tensor (per channel, broadcast over one sample) is the max instead."""
+    if ceiling is None:
+        return torch.clamp(x, min, max)
+    x = x if min is None else torch.clamp(x, min=min)
+    return torch.minimum(x, ceiling)
 
 
 def mul_const(x: torch.Tensor, value: float) -> torch.Tensor:

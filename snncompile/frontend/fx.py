@@ -8,11 +8,10 @@ become ``opaque`` nodes that name what they call.
 from __future__ import annotations
 
 import copy
-import itertools
+import operator
 import os
 import re
 import traceback
-import warnings
 from typing import Any, Sequence
 
 import torch
@@ -21,8 +20,12 @@ import torch.nn as nn
 
 from ..errors import TraceError
 from ..ir import Graph, Node, SourceLoc
+from .canonical import PREV
+from .fx_model import prepare_model
+from .fx_opaque import OpaqueCall, holes as _holes, Item as _Item
 from .fx_spellings import (Site, activation_of_function, activation_of_method, activation_of_module,
-                           convert_function, convert_method, convert_module)
+                           convert_function, convert_method, convert_module, split_results)
+from .fx_tracer import ConcreteTracer, ValueDependentBranch
 
 __all__ = ["trace", "register_leaf_module", "OpaqueCall"]
 
@@ -37,58 +40,12 @@ def register_leaf_module(cls: type, converter) -> None:
     _LEAF_TYPES[cls] = converter
 
 
-class OpaqueCall:
-    """A call the op table lacks, with its constant arguments baked in; inputs fill the holes."""
-
-    def __init__(self, fn, template: tuple, kwargs: dict, name: str):
-        self.fn, self.template, self.kwargs, self.__qualname__ = fn, template, kwargs, name
-
-    def __call__(self, *inputs):
-        it = iter(inputs)
-        args = [next(it) if a is _HOLE else a for a in self.template]
-        return self.fn(*args, **self.kwargs)
-
-    def __repr__(self) -> str:
-        return self.__qualname__
-
-
-class _Hole:
-    """Where an input goes in an opaque call's arguments; one object, kept by copy/deepcopy
-    (``Graph.copy`` deep-copies attrs) and by pickling."""
-
-    def __copy__(self):
-        return self
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def __reduce__(self):
-        return "_HOLE"
-
-    def __repr__(self) -> str:
-        return "<input>"
-
-
-_HOLE = _Hole()
-
-
-class _Tracer(fx.Tracer):
-    def __init__(self, leaf_types: tuple):
-        super().__init__()
-        self.record_stack_traces = True
-        self.leaf_types = leaf_types
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, self.leaf_types):
-            return True
-        return super().is_leaf_module(m, qualname)
-
-
 def _user_frame(frames) -> tuple[str, int, str]:
     """The innermost frame outside torch and snncompile: the user's line."""
     for f in reversed(list(frames)):
         fn = os.path.abspath(f[0])
-        if not fn.startswith(_TORCH_DIR) and not fn.startswith(_PKG_DIR):
+        # torch's own frames only: torchvision's and timm's model definitions are the user's source
+        if not fn.startswith(_TORCH_DIR + os.sep) and not fn.startswith(_PKG_DIR + os.sep):
             return f[0], f[1], (f[2] or "").strip()
     return "", 0, ""
 
@@ -115,7 +72,10 @@ def _trace_error(e: BaseException, what: str) -> TraceError:
     hint = ("the model's forward branches or loops on tensor values, which a graph cannot record; "
             "make the branch depend on constants (module attributes), or move it out of forward, "
             "or wrap that submodule as a leaf with snncompile.frontend.fx.register_leaf_module")
-    if "control flow" not in str(e):
+    if isinstance(e, ValueDependentBranch):
+        hint = ("the model's forward branches on tensor values (branches on shapes are resolved from the "
+                "example input), which a graph cannot record; " + hint.split("; ", 1)[1])
+    elif "control flow" not in str(e):
         hint = "check that forward only calls torch operations on the input"
     return TraceError(f"trace: could not {what}{where}: {type(e).__name__}: {e} — {hint}")
 
@@ -137,11 +97,11 @@ def trace(model: nn.Module, example_input, *, leaf_modules: Sequence[type] = ())
     inputs = tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
     if not inputs or not all(isinstance(t, torch.Tensor) and t.dim() >= 1 for t in inputs):
         raise TraceError("trace: example_input must be a tensor (or tuple of tensors) with a batch dimension")
-    model = _fold_weight_norm(_private_copy(model).eval())
-    _refuse_hooks(model)
-    model = _as_float32(model)
+    model = prepare_model(model)
     inputs = tuple(t.float() if t.is_floating_point() and t.dtype != torch.float32 else t for t in inputs)
-    tracer = _Tracer(tuple(_LEAF_TYPES) + tuple(leaf_modules))
+    # the tracer runs the example alongside (branches on shapes follow it): on clones, for an
+    # in-place op in forward must not change the caller's tensors
+    tracer = ConcreteTracer(tuple(_LEAF_TYPES) + tuple(leaf_modules), tuple(t.clone() for t in inputs))
     try:
         fx_graph = tracer.trace(model)
     except Exception as e:
@@ -156,10 +116,13 @@ def trace(model: nn.Module, example_input, *, leaf_modules: Sequence[type] = ())
 
     try:
         with torch.no_grad():
-            _Recorder(gm).run(*inputs)
+            _Recorder(gm).run(*(t.clone() for t in inputs))
     except Exception as e:
         raise _trace_error(e, f"run the example input through {type(model).__name__}") from e
     return _Converter(gm, values, inputs[0].shape[0]).convert(type(model).__name__)
+
+
+_RECURRENT = (nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell)
 
 
 class _Converter:
@@ -167,6 +130,7 @@ class _Converter:
         self.gm, self.values, self.batch = gm, values, batch
         self.graph = Graph(name="traced")
         self.env: dict[fx.Node, Any] = {}
+        self.elements: list[Node] = []  # nodes made for the results of tuple-valued calls
 
     def is_ir(self, v) -> bool:
         return isinstance(v, Node)
@@ -190,28 +154,44 @@ class _Converter:
                 out.meta["shape"] = mapped[0].shape
             else:
                 self.env[n] = self._call(n)
+        for e in reversed(self.elements):  # results of a chunk/split that forward never reads
+            if not self.graph.users(e):
+                self.graph.erase(e)
         self.graph.verify()
         return self.graph
 
-    def _add(self, op, inputs, attrs, params, n: fx.Node) -> Node:
+    def _add(self, op, inputs, attrs, params, n: fx.Node, value=None) -> Node:
         meta = {"source": _source(n)}
-        v = self.values.get(n)
+        v = self.values.get(n) if value is None else value
         if isinstance(v, torch.Tensor):
             meta["shape"] = (None,) + tuple(v.shape[1:])
             meta["dtype"] = v.dtype
         return self.graph.add(op, inputs, attrs, params, meta)
 
+    def _add_steps(self, steps, n: fx.Node) -> Node:
+        """The chain of canonical steps one call became (frontend/canonical.py); the last is its value."""
+        prev = None
+        for i, (op, ins, attrs, params) in enumerate(steps):
+            ins = [prev if x is PREV else x for x in ins]
+            last = i == len(steps) - 1
+            node = self._add(op, ins, attrs, params, n) if last else \
+                self.graph.add(op, ins, attrs, params, {"source": _source(n)})
+            prev = node
+        return prev
+
     def _call(self, n: fx.Node):
         args = fx.node.map_arg(n.args, lambda a: self.env[a])
         kwargs = fx.node.map_arg(n.kwargs, lambda a: self.env[a])
         out = self.values[n]
+        if n.op == "call_function" and n.target is operator.getitem and isinstance(args[0], (tuple, list)) \
+                and _contains_ir(args[0]):
+            return args[0][args[1]]  # one result of a tuple-valued call: its own node already
         has_ir = _contains_ir((args, kwargs))
-        if not has_ir or not isinstance(out, torch.Tensor):
-            if not has_ir or not _contains_tensor(out):
-                return out  # constant (shape arithmetic, parameters): folded from the example
-            raise TraceError(f"trace: {n.format_node()} at {_source(n)} gives a {type(out).__name__} of tensors; "
-                             "snncompile graphs pass single tensors between ops — split it into separate calls")
+        if not has_ir or not _contains_tensor(out):
+            return out  # constant (shape arithmetic, parameters): folded from the example
         site = Site(n, tuple(args), dict(kwargs), out, self.is_ir, self.batch)
+        if not isinstance(out, torch.Tensor):
+            return self._tuple_call(n, site, args, kwargs)
         rule = None
         if n.op == "call_module":
             mod = self.gm.get_submodule(n.target)
@@ -227,7 +207,9 @@ class _Converter:
             rule = convert_method(site)
             target, tname = getattr(torch.Tensor, n.target), f"Tensor.{n.target}"
             activation = activation_of_method(n.target)
-        if rule is not None:
+        if isinstance(rule, list):
+            node = self._add_steps(rule, n)
+        elif rule is not None:
             op, ins, attrs, params = rule
             node = self._add(op, ins, attrs, params, n)
         else:
@@ -237,75 +219,42 @@ class _Converter:
             self.env[src] = node  # an in-place op: later reads of its input see the new value
         return node
 
+    def _tuple_call(self, n: fx.Node, site: Site, args, kwargs) -> tuple:
+        """A call giving a tuple of tensors: chunk/split/unbind become one slice (select) per
+        result; any other call one opaque node per result, each computing the call and taking
+        its element (results never read are dropped at the end)."""
+        if not isinstance(site.out, (tuple, list)) or not all(isinstance(o, torch.Tensor) for o in site.out):
+            raise TraceError(f"trace: {n.format_node()} at {_source(n)} gives a {type(site.out).__name__}, "
+                             "which snncompile cannot represent — return tensors or tuples of tensors")
+        if n.op == "call_module" and isinstance(self.gm.get_submodule(n.target), _RECURRENT):
+            mod = self.gm.get_submodule(n.target)
+            raise TraceError(f"trace: {type(mod).__name__} at {_source(n)} is a recurrent layer of torch, which "
+                             "runs its own loop over time; build the recurrent part from snncompile.layers "
+                             "(its recurrent containers run as spiking neurons over the steps) and convert the rest")
+        results = split_results(site)
+        if results is not None:
+            nodes = tuple(self._add(op, ins, attrs, {}, n, value=v) for (op, ins, attrs), v in zip(results, site.out))
+        else:
+            if n.op == "call_module":
+                target, tname = copy.deepcopy(self.gm.get_submodule(n.target)), type(self.gm.get_submodule(n.target)).__name__
+            elif n.op == "call_function":
+                target, tname = n.target, getattr(n.target, "__name__", str(n.target))
+            else:
+                target, tname = getattr(torch.Tensor, n.target), f"Tensor.{n.target}"
+            found: list[Node] = []
+            template, kw = _holes(tuple(args), found), _holes(dict(kwargs), found)
+            call = OpaqueCall(target, template, kw, tname)
+            nodes = tuple(self._add("opaque", list(found), {"target": _Item(call, i), "name": f"{tname}[{i}]"}, {}, n,
+                                    value=v) for i, v in enumerate(site.out))
+        self.elements.extend(nodes)
+        return nodes
+
     def _opaque(self, n, target, tname, args, kwargs, activation: str | None = None) -> Node:
-        ins = [a for a in args if isinstance(a, Node)]
-        if _contains_ir(kwargs) or _contains_ir(tuple(a for a in args if not isinstance(a, Node))):
-            raise TraceError(f"trace: {tname} at {_source(n)} takes graph tensors inside a list or keyword; "
-                             "snncompile cannot represent that call — rewrite it with positional tensor arguments")
-        template = tuple(_HOLE if isinstance(a, Node) else a for a in args)
-        call = OpaqueCall(target, template, dict(kwargs), tname)
+        found: list[Node] = []
+        template, kw = _holes(tuple(args), found), _holes(dict(kwargs), found)
+        call = OpaqueCall(target, template, kw, tname)
         attrs = {"target": call, "name": tname} | ({"activation": activation} if activation else {})
-        return self._add("opaque", ins, attrs, {}, n)
-
-
-def _hook_name(hook) -> str:
-    fn = getattr(hook, "__func__", hook)
-    name = getattr(fn, "__qualname__", None) or type(fn).__name__
-    code = getattr(fn, "__code__", None)
-    return f"{name} ({os.path.basename(code.co_filename)}:{code.co_firstlineno})" if code else name
-
-
-def _refuse_hooks(model: nn.Module) -> None:
-    """TraceError for the first forward hook or pre-hook on ``model``, a submodule, or all modules."""
-    from torch.nn.modules import module as torch_module
-    drop = ("snncompile traces forward() and would drop it, so the SNN would not compute what the model "
-            "computes — remove the hook (handle.remove()) and put what it does into the model's forward "
-            "(or apply it to the data before converting)")
-    for attr, what in (("_forward_pre_hooks", "forward pre-hook"), ("_forward_hooks", "forward hook")):
-        for h in (getattr(torch_module, "_global" + attr, None) or {}).values():
-            how = "register_module" + attr[:-1]
-            raise TraceError(f"trace: a global {what} {_hook_name(h)} is set for every module "
-                             f"(torch.nn.modules.module.{how}); {drop}")
-        for path, mod in model.named_modules():
-            for h in (getattr(mod, attr, None) or {}).values():
-                where = f"module {path!r} ({type(mod).__name__})" if path else f"the model ({type(mod).__name__})"
-                raise TraceError(f"trace: {where} has a {what} {_hook_name(h)} (register{attr[:-1]}); {drop}")
-
-
-def _private_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model``; tensors held as plain attributes that are results of autograd
-    (weight_norm's ``weight`` after a forward), which deepcopy refuses, are copied detached."""
-    memo = {id(v): v.detach().clone() for m in model.modules() for v in vars(m).values()
-            if isinstance(v, torch.Tensor) and not v.is_leaf}
-    try:
-        return copy.deepcopy(model, memo)
-    except Exception as e:
-        raise TraceError(f"trace: could not copy {type(model).__name__} (snncompile never changes the user's "
-                         f"model, so it converts a copy): {type(e).__name__}: {e}") from e
-
-
-def _fold_weight_norm(model: nn.Module) -> nn.Module:
-    """``model`` (a private copy) with every ``torch.nn.utils.weight_norm`` pre-hook applied: the
-    weight computed from its g and v, as the hook would before each forward, and the hook removed."""
-    from torch.nn.utils.weight_norm import WeightNorm, remove_weight_norm
-    for mod in model.modules():
-        for name in [h.name for h in mod._forward_pre_hooks.values() if isinstance(h, WeightNorm)]:
-            remove_weight_norm(mod, name)
-    return model
-
-
-def _as_float32(model: nn.Module) -> nn.Module:
-    """``model`` (a private copy) with floating parameters and buffers in float32; one warning
-    when any was of another floating dtype."""
-    dtypes = {t.dtype for t in itertools.chain(model.parameters(), model.buffers())
-              if t.is_floating_point() and t.dtype != torch.float32}
-    if not dtypes:
-        return model
-    names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
-    warnings.warn(f"snncompile: the model's parameters are {names}; it is converted as a float32 copy (the SNN "
-                  "runs in float32, and its inputs are read as float32) — pass model.float() to silence this",
-                  stacklevel=3)
-    return model.float()
+        return self._add("opaque", found, attrs, {}, n)
 
 
 def _contains_tensor(v) -> bool:

@@ -14,34 +14,19 @@ from __future__ import annotations
 
 import inspect
 import operator
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair, _single
 
-__all__ = ["Site", "convert_module", "convert_function", "convert_method", "activation_of_module",
+from .canonical import batchnorm_steps, clip_steps, mul_const_steps
+from .fx_activations import activation_of_function, activation_of_method, activation_of_module
+from .fx_layout import LAYOUT_FUNCTIONS, LAYOUT_METHODS, convert_layout_module, flatten_rule, reshape_rule, split_results
+from .fx_site import Site, bind as _bind
+
+__all__ = ["Site", "convert_module", "convert_function", "convert_method", "split_results", "activation_of_module",
            "activation_of_function", "activation_of_method"]
-
-
-@dataclass
-class Site:
-    """One fx call: ``args``/``kwargs`` hold IR Nodes for graph tensors, constants otherwise."""
-
-    node: Any
-    args: tuple
-    kwargs: dict
-    out: Any  # the concrete output value from running the example
-    is_ir: Any  # callable: is this value an IR node?
-    batch: int = -1  # the example's batch size
-
-
-def _bind(sig_fn, args, kwargs) -> dict:
-    ba = inspect.signature(sig_fn).bind(*args, **kwargs)
-    ba.apply_defaults()
-    return dict(ba.arguments)
 
 
 # signatures of the functional spellings (the torch builtins have none we can inspect)
@@ -53,7 +38,6 @@ def _clamp_sig(input, min=None, max=None, *, out=None): ...
 def _avgpool_sig(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None): ...
 def _maxpool_sig(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False): ...
 def _adaptive_sig(input, output_size): ...
-def _flatten_sig(input, start_dim=0, end_dim=-1): ...
 def _dropout_sig(input, p=0.5, training=True, inplace=False): ...
 def _cat_sig(tensors, dim=0): ...
 def _binary_sig(input, other, *, alpha=1, out=None, rounding_mode=None): ...
@@ -100,9 +84,7 @@ def _clamp(site):
     lo, hi = a["min"], a["max"]
     if site.is_ir(lo) or site.is_ir(hi) or isinstance(lo, torch.Tensor) or isinstance(hi, torch.Tensor):
         return None
-    if hi is None and lo is not None and float(lo) == 0.0:
-        return "relu", [a["input"]], {}, {}
-    return "clamp", [a["input"]], {"min": None if lo is None else float(lo), "max": None if hi is None else float(hi)}, {}
+    return clip_steps(a["input"], None if lo is None else float(lo), None if hi is None else float(hi))
 
 
 def _clamp_min(site):
@@ -128,25 +110,7 @@ def _binary(site, kind: str):
         tensor, const = x, 1.0 / float(y)
     if const is None:
         return None
-    return "mul_const", [tensor], {"value": const}, {}
-
-
-def _reshape(site):
-    x = site.args[0]
-    out = site.out
-    if not isinstance(out, torch.Tensor) or not site.is_ir(x):
-        return None
-    if out.dim() == 0 or out.shape[0] != site.batch:
-        return None  # reshapes across the batch dimension are not per-sample
-    return "reshape", [x], {"shape": tuple(out.shape[1:])}, {}
-
-
-def _flatten(site):
-    a = _bind(_flatten_sig, site.args, site.kwargs)
-    start, end = a["start_dim"], a["end_dim"]
-    if start == 0:
-        return _reshape(site)  # flatten from 0 crosses the batch: only fine if it keeps it
-    return "flatten", [a["input"]], {"start_dim": int(start), "end_dim": int(end)}, {}
+    return mul_const_steps(tensor, const)
 
 
 def _cat(site):
@@ -172,7 +136,7 @@ _FUNCTIONS = {
     ("maxpool2d", [_bind(_maxpool_sig, s.args, s.kwargs)["input"]], _pool_attrs(_bind(_maxpool_sig, s.args, s.kwargs), True), {}),
     F.adaptive_avg_pool2d: lambda s: ("adaptive_avgpool2d", [_bind(_adaptive_sig, s.args, s.kwargs)["input"]],
                                       {"output_size": _pair(_bind(_adaptive_sig, s.args, s.kwargs)["output_size"])}, {}),
-    torch.flatten: _flatten, torch.reshape: _reshape,
+    torch.flatten: flatten_rule, torch.reshape: reshape_rule,
     operator.add: lambda s: _binary(s, "add"), operator.iadd: lambda s: _binary(s, "add"),
     torch.add: lambda s: _binary(s, "add"),
     operator.mul: lambda s: _binary(s, "mul"), operator.imul: lambda s: _binary(s, "mul"), torch.mul: lambda s: _binary(s, "mul"),
@@ -196,24 +160,25 @@ def _bn_fn(site):
     ps = {k: _tensor_param(a[k], k) for k in ("running_mean", "running_var", "weight", "bias")}
     if any(v is False for v in ps.values()) or ps["running_mean"] is None or a["training"]:
         return None
-    return "batchnorm", [a["input"]], {"eps": float(a["eps"])}, {k: v for k, v in ps.items() if v is not None}
+    return batchnorm_steps(a["input"], ps["running_mean"], ps["running_var"], ps["weight"], ps["bias"], a["eps"])
 
 
 def _hardtanh_fn(site):
     a = _bind(_hardtanh_sig, site.args, site.kwargs)
-    return "clamp", [a["input"]], {"min": float(a["min_val"]), "max": float(a["max_val"])}, {}
+    return clip_steps(a["input"], float(a["min_val"]), float(a["max_val"]))
 
 
 _FUNCTIONS |= {F.linear: _linear_fn, F.batch_norm: _bn_fn, F.hardtanh: _hardtanh_fn,
-               F.relu6: lambda s: ("clamp", [s.args[0]], {"min": 0.0, "max": 6.0}, {})}
+               F.relu6: lambda s: clip_steps(s.args[0], 0.0, 6.0)}
+_FUNCTIONS |= LAYOUT_FUNCTIONS
 
 _METHODS = {
     "relu": _relu, "relu_": _relu, "clamp": _clamp, "clamp_": _clamp, "clip": _clamp, "clamp_min": _clamp_min,
     "clamp_min_": _clamp_min, "add": lambda s: _binary(s, "add"), "add_": lambda s: _binary(s, "add"),
     "mul": lambda s: _binary(s, "mul"), "mul_": lambda s: _binary(s, "mul"),
     "div": lambda s: _binary(s, "div"), "div_": lambda s: _binary(s, "div"),
-    "view": _reshape, "reshape": _reshape, "flatten": _flatten,
 }
+_METHODS |= LAYOUT_METHODS
 
 
 def _apply(rule, site: Site):
@@ -252,14 +217,12 @@ def convert_module(mod: nn.Module, site: Site):
     if type(mod) in (nn.BatchNorm1d, nn.BatchNorm2d):
         if mod.running_mean is None:
             return None
-        params = {"running_mean": mod.running_mean.detach().clone(), "running_var": mod.running_var.detach().clone()}
-        if mod.affine:
-            params |= {"weight": mod.weight.detach().clone(), "bias": mod.bias.detach().clone()}
-        return "batchnorm", [x], {"eps": float(mod.eps)}, params
+        w, b = (mod.weight.detach().clone(), mod.bias.detach().clone()) if mod.affine else (None, None)
+        return batchnorm_steps(x, mod.running_mean.detach().clone(), mod.running_var.detach().clone(), w, b, mod.eps)
     if type(mod) is nn.ReLU:
         return "relu", [x], {}, {}
     if type(mod) in (nn.ReLU6, nn.Hardtanh):
-        return "clamp", [x], {"min": float(mod.min_val), "max": float(mod.max_val)}, {}
+        return clip_steps(x, float(mod.min_val), float(mod.max_val))
     if type(mod) is nn.AvgPool2d:
         a = {"kernel_size": mod.kernel_size, "stride": mod.stride, "padding": mod.padding, "ceil_mode": mod.ceil_mode,
              "count_include_pad": mod.count_include_pad, "divisor_override": mod.divisor_override}
@@ -270,58 +233,10 @@ def convert_module(mod: nn.Module, site: Site):
         return "maxpool2d", [x], _pool_attrs(a, True), {}
     if type(mod) is nn.AdaptiveAvgPool2d and all(o is not None for o in _pair(mod.output_size)):
         return "adaptive_avgpool2d", [x], {"output_size": _pair(mod.output_size)}, {}
-    if type(mod) is nn.Flatten:
-        site = Site(site.node, (x, mod.start_dim, mod.end_dim), {}, site.out, site.is_ir, site.batch)
-        return _flatten(site)
     if type(mod) in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout):
         return "dropout", [x], {"p": float(mod.p)}, {}
     if type(mod) is nn.Identity:
         return "identity", [x], {}, {}
-    return None
+    return convert_layout_module(mod, site)
 
 
-# activations with no op of their own: every spelling -> the canonical kind (ops.ACTIVATIONS) ------
-_ACTIVATION_MODULES = {
-    nn.GELU: "gelu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU: "silu", nn.ELU: "elu",
-    nn.LeakyReLU: "leaky_relu", nn.Softplus: "softplus", nn.Hardswish: "hardswish", nn.Mish: "mish",
-    nn.SELU: "selu", nn.CELU: "celu", nn.Hardsigmoid: "hardsigmoid", nn.LogSigmoid: "logsigmoid",
-    nn.Tanhshrink: "tanhshrink", nn.Softsign: "softsign", nn.PReLU: "prelu", nn.RReLU: "rrelu",
-}
-
-
-def _spellings(kind: str, names: tuple[str, ...], owners: tuple) -> dict:
-    return {getattr(o, n): kind for o in owners for n in names if callable(getattr(o, n, None))}
-
-
-_ACTIVATION_FUNCTIONS: dict = {}
-for _kind, _names in [
-    ("gelu", ("gelu",)), ("sigmoid", ("sigmoid", "sigmoid_", "expit")), ("tanh", ("tanh", "tanh_")),
-    ("silu", ("silu",)), ("elu", ("elu", "elu_")), ("leaky_relu", ("leaky_relu", "leaky_relu_")),
-    ("softplus", ("softplus",)), ("hardswish", ("hardswish",)), ("mish", ("mish",)),
-    ("selu", ("selu", "selu_")), ("celu", ("celu", "celu_")), ("hardsigmoid", ("hardsigmoid",)),
-    ("logsigmoid", ("logsigmoid", "log_sigmoid")), ("tanhshrink", ("tanhshrink",)), ("softsign", ("softsign",)),
-    ("prelu", ("prelu",)), ("rrelu", ("rrelu", "rrelu_")),
-]:
-    _ACTIVATION_FUNCTIONS |= _spellings(_kind, _names, (F, torch, torch.special))
-
-_ACTIVATION_METHODS = {n: k for k, names in [("sigmoid", ("sigmoid", "sigmoid_")), ("tanh", ("tanh", "tanh_")),
-                                             ("prelu", ("prelu",))]
-                       for n in names if hasattr(torch.Tensor, n)}
-
-
-def activation_of_module(mod: nn.Module) -> str | None:
-    """The canonical activation kind a leaf module computes (``nn.GELU()`` -> "gelu"), or None."""
-    return _ACTIVATION_MODULES.get(type(mod))
-
-
-def activation_of_function(fn) -> str | None:
-    """The canonical activation kind of a function (``F.gelu``, ``torch.sigmoid``), or None."""
-    try:
-        return _ACTIVATION_FUNCTIONS.get(fn)
-    except TypeError:  # an unhashable callable
-        return None
-
-
-def activation_of_method(name: str) -> str | None:
-    """The canonical activation kind of a tensor method (``x.sigmoid()`` -> "sigmoid"), or None."""
-    return _ACTIVATION_METHODS.get(name)

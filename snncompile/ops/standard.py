@@ -46,6 +46,22 @@ def _reshape_dims(v) -> str | None:
     return "a tuple of ints >= 1 (one of them may be -1)"
 
 
+def _permutation(v) -> str | None:
+    return None if sorted(v) == list(range(1, len(v) + 1)) else "a permutation of 1..n (dim 0 is the batch)"
+
+
+def _pads(v) -> str | None:
+    return None if len(v) % 2 == 0 and all(p >= 0 for p in v) else "an even number of ints >= 0 (F.pad order)"
+
+
+def _pad_shape(shapes, node):
+    shape, pads = list(shapes[0]), node.attrs["pads"]
+    for i in range(len(pads) // 2):
+        d = len(shape) - 1 - i
+        shape[d] = None if shape[d] is None else shape[d] + pads[2 * i] + pads[2 * i + 1]
+    return tuple(shape)
+
+
 def _is_graph(v) -> str | None:
     return None if getattr(v, "is_graph", False) else "a Graph (the recurrent body)"
 
@@ -69,6 +85,7 @@ def _recurrent_shape(shapes, node):
 
 
 _LIN = {"linear", "scale_transparent"}
+_MOVE = _LIN | {"rearrange"}
 for _op in [
     OpDef("input", 0, {"index": Attr(int, 0, low=0),
                        "kind": Attr(str, "static", choices=("static", "sequence", "state"))}, shape_rule=_no_shape,
@@ -81,8 +98,10 @@ for _op in [
     OpDef("batchnorm", 1, {"eps": Attr(float, 1e-5, low=0.0)}, ("running_mean", "running_var"), ("weight", "bias"),
           F.batch_norm, _bind_bn, doc="inference batch norm over dim 1"),
     OpDef("relu", 1, {}, target=F.relu, traits={"activation", "elementwise", "scale_transparent"}),
-    OpDef("clamp", 1, {"min": Attr(float, None), "max": Attr(float, None)}, target=torch.clamp,
-          traits={"activation", "elementwise"}),
+    OpDef("clamp", 1, {"min": Attr(float, None), "max": Attr(float, None)}, (), ("ceiling",), target=SF.clamp,
+          traits={"activation", "elementwise"},
+          doc="min(max(x, min), max); a ``ceiling`` parameter (per channel, set by normalize on a capped "
+              "ReLU) is the max instead"),
     OpDef("avgpool2d", 1, _pool_attrs | {"ceil_mode": Attr(bool, False), "count_include_pad": Attr(bool, True),
                                          "divisor_override": Attr(int, None, low=1)},
           target=F.avg_pool2d, traits=_LIN | {"pooling"}),
@@ -95,9 +114,20 @@ for _op in [
     OpDef("adaptive_avgpool2d", 1, {"output_size": _dims(1)}, target=F.adaptive_avg_pool2d,
           traits=_LIN | {"pooling"}),
     OpDef("flatten", 1, {"start_dim": Attr(int, 1), "end_dim": Attr(int, -1)}, target=SF.flatten_batch,
-          traits=_LIN | {"shape", "layout"}),
+          traits=_MOVE | {"shape", "layout"}),
     OpDef("reshape", 1, {"shape": Attr(int, REQUIRED, tuple_only=True, check=_reshape_dims)}, target=SF.reshape_batch,
-          traits=_LIN | {"shape", "layout"}, doc="per-sample shape"),
+          traits=_MOVE | {"shape", "layout"}, doc="per-sample shape"),
+    OpDef("slice", 1, {"dim": Attr(int, 1, check=_not_batch_dim), "start": Attr(int, 0, low=0),
+                       "stop": Attr(int, REQUIRED, low=1), "step": Attr(int, 1, low=1)},
+          target=SF.slice_dim, traits=_MOVE, doc="x[start:stop:step] along dim: one result of chunk/split"),
+    OpDef("select", 1, {"dim": Attr(int, 1, check=_not_batch_dim), "index": Attr(int, 0, low=0)},
+          target=SF.select_dim, traits=_MOVE, doc="x.select(dim, index): one result of unbind"),
+    OpDef("permute", 1, {"dims": Attr(int, REQUIRED, tuple_only=True, check=_permutation)}, target=SF.permute_batch,
+          traits=_MOVE, doc="permutes the per-sample dims (1..n; the batch stays first): transposes, "
+                            "channel shuffles"),
+    OpDef("pad", 1, {"pads": Attr(int, REQUIRED, tuple_only=True, check=_pads)}, target=SF.pad_zero,
+          shape_rule=_pad_shape, traits=_LIN | {"pooling"},
+          doc="zero padding of the spatial dims (F.pad order); the channel layout is kept"),
     OpDef("add", 2, target=operator.add, traits=_LIN | {"elementwise"}),
     OpDef("cat", None, {"dim": Attr(int, 1, check=_not_batch_dim)}, target=torch.cat, bind=_bind_cat,
           traits=_LIN),

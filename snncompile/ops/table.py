@@ -26,6 +26,8 @@ TRAITS: dict[str, str] = {
                 "merges into it rather than passing through it",
     "shape": "moves or keeps values without changing any (at inference): pure layout, dropout, identity",
     "layout": "changes only the per-sample shape (flatten, reshape): two in a row are one reshape",
+    "rearrange": "each output element is a copy of one input element (layout ops, slices, permutes): a "
+                 "per-element quantity such as an activation scale goes through the op itself",
     "elementwise": "each output element depends only on the same element of the input(s); the "
                    "channel layout is kept",
     "pooling": "a window over the spatial dims of each channel; the channel layout is kept",

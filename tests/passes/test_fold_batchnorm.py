@@ -128,11 +128,26 @@ class BnFirst(nn.Module):
         return self.bn1(torch.relu(self.conv(self.bn0(x))))
 
 
-def test_bn_not_after_a_layer_stays():
+def test_bn_not_after_a_layer_becomes_a_depthwise_affine():
+    """A lone BN (densenet's after a concat, a pre-activation block) is a per-channel affine: a
+    depthwise 1x1 conv, which normalize rescales like any layer (fold() checks the function)."""
     torch.manual_seed(0)
-    before, after = fold(BnFirst(), torch.randn(2, 3, 6, 6))
-    assert plain(after) == plain(before)
-    assert [n.op for n in after] == ["input", "batchnorm", "conv2d", "relu", "batchnorm", "output"]
+    _, after = fold(BnFirst(), torch.randn(2, 3, 6, 6))
+    assert golden("""
+        %0 = input() # [N,3,6,6]
+        %1 = conv2d(%0) weight=f32[3,1,1,1] bias=f32[3] stride=1 padding=0 groups=3 # [N,3,6,6]
+        %2 = conv2d(%1) weight=f32[4,3,3,3] bias=f32[4] stride=1 padding=0 # [N,4,4,4]
+        %3 = relu(%2) # [N,4,4,4]
+        %4 = conv2d(%3) weight=f32[4,1,1,1] bias=f32[4] stride=1 padding=0 groups=4 # [N,4,4,4]
+        %5 = output(%4) # [N,4,4,4]
+    """) == plain(after)
+
+
+@pytest.mark.parametrize("shape", [(2, 5), (2, 5, 7)])
+def test_lone_bn1d_becomes_a_diagonal_linear_or_depthwise_conv1d(shape):
+    model = nn.Sequential(nn.BatchNorm1d(5), nn.ReLU())
+    _, after = fold(model, torch.randn(*shape))
+    assert [n.op for n in after] == ["input", "linear" if len(shape) == 2 else "conv1d", "relu", "output"]
 
 
 class SharedConv(nn.Module):
@@ -148,11 +163,13 @@ class SharedConv(nn.Module):
         return self.bn(y) + y
 
 
-def test_bn_after_a_layer_read_elsewhere_stays():
+def test_bn_after_a_layer_read_elsewhere_is_not_folded_into_it():
     torch.manual_seed(0)
     before, after = fold(SharedConv(), torch.randn(2, 3, 5, 5))
-    assert plain(after) == plain(before)
-    assert len(after.find("batchnorm")) == 1
+    conv = before.find("conv2d")[0]
+    assert torch.equal(after.find("conv2d")[0].params["weight"], conv.params["weight"])  # the add's input kept
+    assert [n.op for n in after] == ["input", "conv2d", "conv2d", "add", "output"]  # the BN: its own affine
+    assert after.nodes[2].attrs["groups"] == 3
 
 
 class LinearOnSequence(nn.Module):
@@ -168,10 +185,10 @@ class LinearOnSequence(nn.Module):
 
 
 @pytest.mark.parametrize("c", [4, 3])
-def test_bn_over_another_dim_than_the_linear_outputs_stays(c):
+def test_bn_over_another_dim_than_the_linear_outputs_is_not_folded_into_it(c):
     """``W' = W * g`` scales the linear's output features; here BN normalises dim 1, which is
     the sequence dim of [N, C, L_out]. Folding is wrong (c=4: a silently different function;
     c=3: a crash); the pass must leave this BN alone."""
     torch.manual_seed(0)
     _, after = fold(LinearOnSequence(c), torch.randn(2, c, 6))
-    assert len(after.find("batchnorm")) == 1
+    assert [n.op for n in after] == ["input", "linear", "conv1d", "output"]  # the BN over dim 1: depthwise

@@ -199,17 +199,22 @@ def test_reusing_a_context_calibrates_each_model_on_its_own_activations():
             assert abs(float(acts[r.id].max()) - 1.0) < MAX_TOL, (seed, r.describe(), float(acts[r.id].max()))
 
 
-def test_unfoldable_batchnorm_is_refused_naming_the_node():
-    # BN after the ReLU: nothing to fold it into
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.BatchNorm1d(8), nn.Linear(8, 3)).eval()
+def test_lone_batchnorm_is_rescaled_as_a_per_channel_affine():
+    """A BN after the ReLU has no layer to fold into: it runs as a diagonal linear, which normalize
+    rescales like any layer; the normalized ANN computes the model (outputs in true units)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        model[2].running_mean.uniform_(-0.5, 0.5)
+        model[2].running_var.uniform_(0.5, 2.0)
+        model[2].weight.uniform_(0.5, 2.0)
     x = torch.rand(16, 4)
-    g = snncompile.trace(model, x)
-    (bn,) = g.find("batchnorm")
-    with pytest.raises(UnsupportedOpError) as ei:
-        _normalize(model, x)
-    msg = str(ei.value)
-    assert f"%{bn.id} batchnorm" in msg and "(2" in msg  # node id, op and module path "2"
-    assert "fold" in msg
+    _, g = _normalize(model, x)
+    assert not g.find("batchnorm") and len(g.find("linear")) == 3
+    with torch.no_grad():
+        assert torch.allclose(run_graph(g, x), model(x), atol=1e-5)
+    acts = _activations(g, x)
+    assert all(abs(float(acts[r.id].max()) - 1.0) < MAX_TOL for r in g.find("relu"))
 
 
 def test_opaque_op_is_refused_naming_it():
