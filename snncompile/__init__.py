@@ -3,9 +3,9 @@
     snn = snncompile.compile(model, calibration_data, T=32)            # convert a trained ANN
     snn = snncompile.to_trainable(model, T=4, neuron="lif", surrogate="atan")   # train directly
 
-Trace a model into the IR (``trace``, or ``from_onnx`` for an ONNX file), run passes on it (``Pipeline``), emit a runnable module
-(``emit``). ``snn.save(path)`` and ``snncompile.load(path)`` keep a compiled SNN (safetensors and
-JSON, no pickle). See README.md for a tour.
+Trace a model into the IR (``trace``; ``from_onnx`` reads an ONNX file), run passes on it
+(``Pipeline``), emit a runnable module (``emit``). ``snn.save(path)`` and ``snncompile.load(path)``
+keep a compiled SNN (safetensors and JSON, no pickle). See README.md for a tour.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from .pipeline import PassContext, Pipeline, get_pass, register_pass
 from .runtime import SpikingModule, load
 from .serialize import SerializationError
 from .trainable import to_trainable, training_pipeline
-
 
 
 def from_onnx(model, **kwargs) -> Graph:

@@ -129,8 +129,8 @@ def _inputs_of(item: Any, k: int, n_inputs: int, names, shown) -> tuple:
     """The ``n_inputs`` input tensors of batch ``k`` (not yet checked), in forward's order."""
     if isinstance(item, Mapping):
         if names is None:
-            raise CalibrationError(f"calibration batch {k} is a dict, but the inputs' names are not known here "
-                                   "(snncompile.compile reads them from the model's forward) — give the batch as a "
+            raise CalibrationError(f"calibration batch {k} is a dict, but the graph's inputs carry no names (compile "
+                                   "names those of a model of several inputs) — give the batch as a tensor, or a "
                                    "tuple of tensors in forward's order")
         missing = [nm for nm in names if nm not in item]
         if missing:

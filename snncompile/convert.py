@@ -176,8 +176,9 @@ def example_on(x0: Any, device: torch.device, names: list[str], where: str) -> A
 def graph_of(model: Any, example_input: Any, leaf_modules: tuple, where: str) -> Graph:
     """The IR graph of ``model``: an ONNX path or ModelProto is read by
     ``snncompile.frontend.onnx.from_onnx`` (imported here: onnx stays optional; ``example_input``
-    is not needed), an nn.Module is traced with ``example_input`` and ``leaf_modules``. Each graph
-    input carries its name in ``meta["input_name"]`` (forward's parameter, or the ONNX input's)."""
+    is not needed), an nn.Module is traced with ``example_input`` and ``leaf_modules``. In a graph of
+    several inputs each carries its name in ``meta["input_name"]`` (forward's parameter, or the
+    ONNX input's): calibration dicts and the runtime's messages use it."""
     if is_onnx_model(model):
         if leaf_modules:
             raise ConfigError(f"{where}: leaf_modules applies to torch models that are traced, not to ONNX models")
@@ -192,9 +193,10 @@ def graph_of(model: Any, example_input: Any, leaf_modules: tuple, where: str) ->
     else:
         graph = trace(model, example_input, leaf_modules=leaf_modules)
         names = forward_input_names(model)
-    for inp, name in zip(_ordered_inputs(graph), names):
-        if name:
-            inp.meta.setdefault("input_name", name)
+    if len(graph.inputs) > 1:  # (one input needs no name: messages say "input", batches are tensors)
+        for inp, name in zip(_ordered_inputs(graph), names):
+            if name:
+                inp.meta.setdefault("input_name", name)
     return graph
 
 
@@ -248,9 +250,10 @@ def compile(model: Any, calibration_data: Any, T: int = 32, *, example_input: An
         graph = graph_of(model, None, leaves, "compile")
     else:
         names = forward_input_names(model)
-        if example_input is None:
-            example_input, calibration_data = peek_first_batch(calibration_data, allow_nonfinite=allow_nonfinite,
-                                                               n_inputs=len(names), names=names)
+        if example_input is None:  # (one input has no name: see graph_of)
+            example_input, calibration_data = peek_first_batch(
+                calibration_data, allow_nonfinite=allow_nonfinite, n_inputs=len(names),
+                names=names if len(names) > 1 else None)
         graph = graph_of(model, example_on(example_input, device, names, "compile"), leaves, "compile")
     if pipeline is None:
         pipe = conversion_pipeline(mode=normalize, p=percentile, granularity=granularity, scale=scale,

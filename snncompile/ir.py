@@ -178,13 +178,16 @@ class Graph(RewriteMixin):
         return [n for n in self.nodes if n.op == op]
 
     # copying, printing, diffing -----------------------------------------------------------
-    def copy(self) -> "Graph":
-        """A deep copy: new Nodes, cloned parameter tensors; meta copied (tensors cloned)."""
+    def copy(self, *, share_params: bool = False) -> "Graph":
+        """A deep copy: new Nodes, cloned parameter tensors; meta copied (tensors cloned).
+        ``share_params``: the copy holds the same parameter tensors (for a snapshot that is only
+        printed: passes replace a node's tensors, they never write into them)."""
         mapping: dict[int, Node] = {}
         nodes = []
         for n in self.nodes:
             m = Node(n.id, n.op, [mapping[id(i)] for i in n.inputs], copy.deepcopy(n.attrs),
-                     {k: v.detach().clone() for k, v in n.params.items()}, _copy_meta(n.meta))
+                     {k: v if share_params else v.detach().clone() for k, v in n.params.items()},
+                     _copy_meta(n.meta))
             mapping[id(n)] = m
             nodes.append(m)
         g = Graph(nodes, self.name)

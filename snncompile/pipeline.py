@@ -162,7 +162,7 @@ class Pipeline:
 
     def _instrument(self, name: str, g: Graph, k: int) -> None:
         if self.snapshots:
-            snap = g.copy()
+            snap = g.copy(share_params=True)  # printed and diffed only (the SNN keeps it weightless)
             snap.name = name
             self.stages.append((name, snap))
         if "all" in self.print_after or name in self.print_after:

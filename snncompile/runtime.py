@@ -270,7 +270,7 @@ class SpikingModule(PerThreadState, nn.Module):
         for m in self._stateful():
             m.reset_state()
 
-    def forward(self, *inputs: torch.Tensor, T: int | None = None, return_all_steps: bool | None = None) -> torch.Tensor:
+    def forward(self, *inputs: torch.Tensor, T: int | None = None, return_all_steps: bool | None = None):
         """Run T steps on the inputs (``snn(x)``, ``snn(x1, x2)``: each [N, ...], or a sequence
         [T, N, ...]); the readout averaged over T ``[N, ...]``, or with ``return_all_steps`` its
         running average after every t ``[T, N, ...]`` (the last step's readout, or every step's,

@@ -204,8 +204,8 @@ class LazySpikingModule(SpikingModule):
                               "example_input= so the model is traced now") from None
         odd = {str(p.dtype) for p in held.parameters() if p.is_floating_point() and p.dtype != torch.float32}
         if odd:
-            warnings.warn(f"snncompile: the model's parameters are {', '.join(sorted(odd))}; it is trained as a float32 "
-                          "copy — pass model.float() to silence this", stacklevel=3)
+            warnings.warn(f"snncompile: the model's parameters are {', '.join(sorted(odd))}; it is trained as a "
+                          "float32 copy — pass model.float() to silence this", stacklevel=3)
             held = held.float()
         self.model = held.to(device)
         self.T, self.max_chunk_bytes, self.allow_nonfinite = build["T"], 64 << 20, False
@@ -232,8 +232,8 @@ class LazySpikingModule(SpikingModule):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Load the model's state (keys ``model.`` + the model's) before the first call."""
         if any(not k.startswith("model.") for k in state_dict):
-            raise ConfigError("this SNN is not built yet, so its state is the model copy's (keys 'model.' + the model's "
-                              "own); an SNN's state loads after its first call — run a batch through it first")
+            raise ConfigError("this SNN is not built yet, so its state is the model copy's (keys 'model.' + the "
+                              "model's own); an SNN's state loads after its first call: run a batch through it first")
         return super().load_state_dict(state_dict, strict, assign)
 
     def forward(self, *args, **kwargs):

@@ -20,12 +20,13 @@ import torch.nn as nn
 
 from ..errors import TraceError
 from ..ir import Graph, Node, SourceLoc
+from ..ops import infer_shape
 from .canonical import PREV
 from .fx_model import prepare_model
 from .fx_opaque import OpaqueCall, holes as _holes, Item as _Item
 from .fx_spellings import (Site, activation_of_function, activation_of_method, activation_of_module,
                            convert_function, convert_method, convert_module, split_results)
-from .fx_tracer import ConcreteTracer, ValueDependentBranch
+from .fx_tracer import ConcreteTracer, ValueDependentBranch, example_values
 
 __all__ = ["trace", "register_leaf_module", "OpaqueCall"]
 
@@ -107,7 +108,10 @@ def trace(model: nn.Module, example_input, *, leaf_modules: Sequence[type] = ())
     except Exception as e:
         raise _trace_error(e, f"trace {type(model).__name__}") from e
     gm = fx.GraphModule(tracer.root, fx_graph)
-    values: dict[fx.Node, Any] = {}
+    values = example_values(gm.graph)
+    if values is not None:  # the tracer ran the example already
+        return _Converter(gm, values, inputs[0].shape[0]).convert(type(model).__name__)
+    values = {}
 
     class _Recorder(fx.Interpreter):
         def run_node(self, n):
@@ -174,8 +178,11 @@ class _Converter:
         for i, (op, ins, attrs, params) in enumerate(steps):
             ins = [prev if x is PREV else x for x in ins]
             last = i == len(steps) - 1
-            node = self._add(op, ins, attrs, params, n) if last else \
-                self.graph.add(op, ins, attrs, params, {"source": _source(n)})
+            if last:
+                node = self._add(op, ins, attrs, params, n)
+            else:
+                node = self.graph.add(op, ins, attrs, params, {"source": _source(n)})
+                node.meta["shape"] = infer_shape(node, [i.shape for i in node.inputs])
             prev = node
         return prev
 
@@ -223,14 +230,14 @@ class _Converter:
         """A call giving a tuple of tensors: chunk/split/unbind become one slice (select) per
         result; any other call one opaque node per result, each computing the call and taking
         its element (results never read are dropped at the end)."""
-        if not isinstance(site.out, (tuple, list)) or not all(isinstance(o, torch.Tensor) for o in site.out):
-            raise TraceError(f"trace: {n.format_node()} at {_source(n)} gives a {type(site.out).__name__}, "
-                             "which snncompile cannot represent — return tensors or tuples of tensors")
         if n.op == "call_module" and isinstance(self.gm.get_submodule(n.target), _RECURRENT):
             mod = self.gm.get_submodule(n.target)
             raise TraceError(f"trace: {type(mod).__name__} at {_source(n)} is a recurrent layer of torch, which "
                              "runs its own loop over time; build the recurrent part from snncompile.layers "
                              "(its recurrent containers run as spiking neurons over the steps) and convert the rest")
+        if not isinstance(site.out, (tuple, list)) or not all(isinstance(o, torch.Tensor) or o is None for o in site.out):
+            raise TraceError(f"trace: {n.format_node()} at {_source(n)} gives a {type(site.out).__name__}, "
+                             "which snncompile cannot represent — return tensors or tuples of tensors")
         results = split_results(site)
         if results is not None:
             nodes = tuple(self._add(op, ins, attrs, {}, n, value=v) for (op, ins, attrs), v in zip(results, site.out))
@@ -244,9 +251,10 @@ class _Converter:
             found: list[Node] = []
             template, kw = _holes(tuple(args), found), _holes(dict(kwargs), found)
             call = OpaqueCall(target, template, kw, tname)
-            nodes = tuple(self._add("opaque", list(found), {"target": _Item(call, i), "name": f"{tname}[{i}]"}, {}, n,
-                                    value=v) for i, v in enumerate(site.out))
-        self.elements.extend(nodes)
+            nodes = tuple(None if v is None else self._add("opaque", list(found), {"target": _Item(call, i),
+                                                                                    "name": f"{tname}[{i}]"}, {}, n, value=v)
+                          for i, v in enumerate(site.out))
+        self.elements.extend(e for e in nodes if e is not None)
         return nodes
 
     def _opaque(self, n, target, tname, args, kwargs, activation: str | None = None) -> Node:

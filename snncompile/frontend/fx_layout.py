@@ -8,6 +8,8 @@ spelling of a reshape (``x.view(x.size(0), -1)``, ``x.squeeze(-1)``, ``torch.res
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -82,6 +84,29 @@ def split_results(site: Site):
     return results
 
 
+def _index(site: Site):
+    """``x[:, 0]``, ``x[:, :, 1:5]``: basic indexing that keeps the batch -> slices and selects."""
+    x, idx = site.args[0], site.args[1]
+    if not site.is_ir(x) or x.shape is None:
+        return None
+    idx = idx if isinstance(idx, tuple) else (idx,)
+    if not idx or idx[0] != slice(None) or any(not isinstance(i, (int, slice)) for i in idx):
+        return None
+    steps, dim = [], 0
+    for i, ix in enumerate(idx[1:], start=1):
+        dim += 1
+        size = x.shape[i]
+        if isinstance(ix, int):
+            steps.append(("select", [PREV if steps else x], {"dim": dim, "index": ix % size}, {}))
+            dim -= 1
+        elif ix != slice(None):
+            start, stop, step = ix.indices(size)
+            if step < 1 or stop <= start:
+                return None
+            steps.append(("slice", [PREV if steps else x], {"dim": dim, "start": start, "stop": stop, "step": step}, {}))
+    return steps or [("identity", [x], {}, {})]
+
+
 def _permute(site: Site):
     x, out = site.args[0], site.out
     name = site.node.target if isinstance(site.node.target, str) else site.node.target.__name__
@@ -149,7 +174,7 @@ def _adaptive1d(site: Site, x, size):
 
 LAYOUT_FUNCTIONS = {
     torch.permute: _permute, torch.transpose: _permute, torch.swapaxes: _permute, torch.swapdims: _permute,
-    F.pad: _pad, torch.mean: _mean,
+    F.pad: _pad, torch.mean: _mean, operator.getitem: _index,
     torch.squeeze: reshape_rule, torch.unsqueeze: reshape_rule,
     F.max_pool1d: lambda s: _pool1d(s, "maxpool2d", bind(_maxpool1d_sig, s.args, s.kwargs)),
     F.avg_pool1d: lambda s: _pool1d(s, "avgpool2d", bind(_avgpool1d_sig, s.args, s.kwargs)),

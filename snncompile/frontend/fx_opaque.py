@@ -76,6 +76,11 @@ class Item:
     def __init__(self, call, index: int):
         self.call, self.index, self.__qualname__ = call, index, f"{call.__qualname__}[{index}]"
 
+    @property
+    def fn(self):
+        """What the call calls (a module is moved by ``.to()`` with the emitted graph)."""
+        return self.call.fn
+
     def __call__(self, *inputs):
         return self.call(*inputs)[self.index]
 

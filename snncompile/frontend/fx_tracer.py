@@ -15,7 +15,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-__all__ = ["ConcreteTracer", "ValueDependentBranch"]
+__all__ = ["ConcreteTracer", "ValueDependentBranch", "example_values"]
 
 # the tracer patches Module.__call__ while it traces; the example must run the real modules
 _unpatched = getattr(fx._symbolic_trace, "_maybe_revert_all_patches", contextlib.nullcontext)
@@ -84,6 +84,13 @@ class ConcreteTracer(fx.Tracer):
         if isinstance(value, (tuple, list, torch.Size)):
             return iter([obj[i] for i in range(len(value))])
         return super().iter(obj)
+
+
+def example_values(graph: fx.Graph) -> dict | None:
+    """Every node's example value as the trace computed it, or None when some could not be
+    computed (then the caller runs the example through the traced graph)."""
+    values = {n: n.meta.get("example_value", _UNKNOWN) for n in graph.nodes if n.op != "output"}
+    return None if any(v is _UNKNOWN for v in values.values()) else values
 
 
 def _real(v):

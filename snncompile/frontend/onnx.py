@@ -12,6 +12,7 @@ skipped. Reading a file and refusing bad ones is onnx_checks.py.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 
 import onnx
@@ -31,8 +32,8 @@ from .onnx_ops import LAYER_OPS
 __all__ = ["from_onnx", "SUPPORTED_OPS", "MIN_OPSET", "OnnxImportError"]
 
 HANDLERS = LAYER_OPS | LAYOUT_OPS
-# what the unknown-op error lists: the ops with a graph-tensor form, and those only ever folded
-SUPPORTED_OPS = tuple(sorted(set(HANDLERS) | set(FOLDED_ONLY) | {"Unsqueeze", "Squeeze", "Concat"}))
+# the ONNX op types a graph tensor may flow through; FOLDED_ONLY ones are evaluated at import time
+SUPPORTED_OPS = tuple(sorted(HANDLERS))
 
 
 def from_onnx(model, *, name: str | None = None) -> Graph:
@@ -55,13 +56,14 @@ def from_onnx(model, *, name: str | None = None) -> Graph:
     """
     proto, what = read_model(model)
     opset = model_opset(proto, what)
-    default = os.path.splitext(os.path.basename(what))[0] if os.path.isfile(what) else "onnx"
-    return _Importer(proto, opset, what).run(name or proto.graph.name or default)
+    # the file's name says more than an exporter's "main_graph"; it names the emitted module's class
+    default = os.path.splitext(os.path.basename(what))[0] if os.path.isfile(what) else proto.graph.name
+    return _Importer(proto, opset, what).run(name or re.sub(r"\W", "_", default or "onnx"))
 
 
-def _uses(g: onnx.GraphProto) -> Counter:
-    """How many node inputs and graph outputs read each value name."""
-    uses = Counter(name for n in g.node for name in n.input if name)
+def _uses(g: onnx.GraphProto, live: list[bool]) -> Counter:
+    """How many inputs of live nodes and graph outputs read each value name."""
+    uses = Counter(name for n, keep in zip(g.node, live) if keep for name in n.input if name)
     uses.update(o.name for o in g.output)
     return uses
 
@@ -100,8 +102,9 @@ class _Importer:
             meta = {"shape": shape, "dtype": torch.float32, "source": SourceLoc(vname, code="input")}
             self.env[vname] = self.graph.add("input", [], {"index": index}, {}, meta)
             index += 1
-        uses = _uses(g)
-        for k, (node, live) in enumerate(zip(g.node, _live(g))):
+        live_nodes = _live(g)
+        uses = _uses(g, live_nodes)
+        for k, (node, live) in enumerate(zip(g.node, live_nodes)):
             if live:
                 self._convert(OnnxNode(node, self.env, uses, self.shapes, self.opset, k, self.batch))
         outs = []
@@ -160,8 +163,9 @@ class _Importer:
         domain = f" {extra}" if extra else ""
         return UnsupportedOpError(
             f"from_onnx: node {n.name!r} is a {n.op_type}{domain} (opset {self.opset}), which snncompile has no "
-            f"canonical op for — supported ONNX op types: {', '.join(SUPPORTED_OPS)}; replace that layer in the model "
-            "(or export the part before it)")
+            f"canonical op for — supported ONNX op types: {', '.join(SUPPORTED_OPS)} (and, on constants and shapes "
+            f"only, evaluated at import time: {', '.join(FOLDED_ONLY)}); replace that layer in the model (or export "
+            "the part before it)")
 
 
 def _fmt(shape) -> str:

@@ -4,11 +4,12 @@ than ``MIN_OPSET``, a graph with no inputs, inputs without a fixed per-sample sh
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
 import onnx
-from onnx import TensorProto, external_data_helper
+from onnx import TensorProto, external_data_helper, helper
 
 from ..errors import ConfigError
 from .onnx_node import OnnxImportError
@@ -118,11 +119,25 @@ def input_specs(proto: onnx.ModelProto, what: str) -> list[tuple[str, bool, tupl
     return specs
 
 
+def _without_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its large initializers turned into typed graph inputs: inference needs
+    only their shapes, and a model of many megabytes is copied (serialized) by infer_shapes."""
+    g = proto.graph
+    big = [t for t in g.initializer if math.prod(t.dims) > 64]
+    names = {vi.name for vi in g.input}
+    extra = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big if t.name not in names]
+    small = [t for t in g.initializer if math.prod(t.dims) <= 64]  # shape constants: data_prop reads them
+    graph = helper.make_graph(g.node, g.name, list(g.input) + extra, g.output, small, value_info=g.value_info)
+    light = helper.make_model(graph, opset_imports=proto.opset_import, ir_version=proto.ir_version)
+    light.functions.extend(proto.functions)
+    return light
+
+
 def inferred_shapes(proto: onnx.ModelProto) -> dict[str, tuple]:
     """Every value's shape from onnx shape inference, batch as None (values whose non-batch
     dims are not all known are left out); empty when inference fails."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(_without_weights(proto), strict_mode=False, data_prop=True)
     except Exception:  # a model inference cannot read: shapes then come from the op table
         return {}
     out = {}

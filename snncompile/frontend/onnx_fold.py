@@ -98,6 +98,14 @@ def _reference(n: OnnxNode, ins: list) -> list:
     return ReferenceEvaluator(model).run(None, feeds)
 
 
+def _plain(v):
+    """A shape value whose entries are all known again (``x.shape[1] // 2``) as int64: the
+    reference evaluator and numpy arithmetic read it like any constant."""
+    if isinstance(v, np.ndarray) and v.dtype == object and not has_marker(v):
+        return v.astype(np.int64)
+    return v
+
+
 def fold(n: OnnxNode) -> list:
     """The values of ``n``'s outputs when none of its inputs is a graph tensor: numpy arrays,
     or Dynamic values (for shape arithmetic on the batch size, and inputs known only at run time)."""
@@ -107,7 +115,7 @@ def fold(n: OnnxNode) -> list:
         return [_shape_of(n, n.value(0))]
     if n.op_type == "Size" and isinstance(n.value(0), Node):
         return [Dynamic(f"the size of {n.proto.input[0]!r}, which grows with the batch")]
-    ins = [n.value(i) if n.has_input(i) else None for i in range(len(n.proto.input))]
+    ins = [_plain(n.value(i)) if n.has_input(i) else None for i in range(len(n.proto.input))]
     dyn = next((v for v in ins if isinstance(v, Dynamic)), None)
     if dyn is not None:
         return [Dynamic(f"{n.op_type} node {n.name!r} on {dyn.origin}")] * len(n.proto.output)
@@ -119,7 +127,12 @@ def fold(n: OnnxNode) -> list:
             out = None
         if out is None:
             return [Dynamic(f"{n.op_type} node {n.name!r} on the batch size")] * len(n.proto.output)
-        return [out]
+        return [_plain(out)]
     if n.op_type in ("Identity", "Cast", "Gather", "Unsqueeze", "Squeeze", "Concat"):
         return [np.asarray(_symbolic(n, ins))]  # the fast path: no evaluator for the common shape ops
-    return [np.asarray(v) for v in _reference(n, ins)]
+    try:
+        return [np.asarray(v) for v in _reference(n, ins)]
+    except Exception as e:  # an op (or form) onnx's reference evaluator lacks
+        raise n.unsupported(f"reads only constants, but could not be evaluated at import time "
+                            f"({type(e).__name__}: {e})", "fold it in the model (onnxsim, or export with "
+                            "do_constant_folding=True)") from None

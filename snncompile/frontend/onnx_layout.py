@@ -86,6 +86,9 @@ def _unsqueeze(n: OnnxNode):
 def _squeeze(n: OnnxNode):
     shape = n.shape(0)
     axes = axes_of(n)
+    if axes is None and n.batch == 1:
+        raise n.unsupported("squeezes every dim of size 1, and the batch is fixed at 1: the batch dim too",
+                            "give Squeeze its axes")
     drop = {i + 1 for i, d in enumerate(shape) if d == 1} if axes is None else \
         {_axis(n, a, 1 + len(shape), "removes a dim") for a in axes}
     if any(shape[a - 1] != 1 for a in drop):
@@ -162,11 +165,11 @@ def _pad(n: OnnxNode):
     if n.attr("mode", "constant") != "constant":
         raise n.unsupported(f"pads in mode {n.attr('mode')!r}", "snncompile pads with zeros (mode constant)")
     if n.opset < 11:
-        pads, value = list(n.ints("pads", n.ints("paddings", ()))), float(n.attr("value", 0.0))
+        pads, value = list(n.ints("pads", ())), float(n.attr("value", 0.0))
     else:
         pads = n.const(1, "pads").tolist()
-        value = float(n.const(2, "constant_value").reshape(-1)[0]) if n.has_input(2) and \
-            n.const(2, "constant_value").size else 0.0
+        fill = n.const(2, "constant_value") if n.has_input(2) else np.zeros(1)
+        value = float(fill.reshape(-1)[0]) if fill.size else 0.0
     axes = axes_of(n, 3) if n.opset >= 18 else None
     axes = list(range(rank)) if axes is None else [a % rank for a in axes]
     begin, end = [0] * rank, [0] * rank

@@ -9,8 +9,6 @@ by default), so every attribute is set explicitly.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .canonical import PREV, batchnorm_steps, clip_steps, global_avgpool_steps, mul_const_steps, pool_steps
@@ -121,10 +119,24 @@ def _clip(n: OnnxNode):
     if n.opset < 11:
         lo, hi = n.attr("min"), n.attr("max")
     else:
-        lo, hi = (float(n.const(i, "bound", None)) if n.has_input(i) else None for i in (1, 2))
+        lo, hi = (float(n.const(i, "bound").reshape(-1)[0]) if n.has_input(i) else None for i in (1, 2))
     lo = None if lo is None or lo <= -_FLT_MAX else lo
     hi = None if hi is None or hi >= _FLT_MAX else hi
     return clip_steps(n.tensor(0), lo, hi)
+
+
+def _min_max(n: OnnxNode, is_max: bool):
+    """Max(x, c) / Min(x, c) with a single-number constant: a clip on one side (torch.clamp as the
+    dynamo exporter writes it)."""
+    if len(n.proto.input) != 2 or n.is_tensor(0) == n.is_tensor(1):
+        raise n.unsupported(f"takes the {'max' if is_max else 'min'} of {len(n.proto.input)} inputs",
+                            "snncompile reads Max/Min only as a graph tensor against one constant (a clamp)")
+    t = 0 if n.is_tensor(0) else 1
+    c = n.const(1 - t, "bound")
+    if c.size != 1:
+        raise n.unsupported(f"clamps against a constant of shape {list(c.shape)}", "clamp against one number")
+    bound = float(c.reshape(-1)[0])
+    return clip_steps(n.tensor(t), bound if is_max else None, None if is_max else bound)
 
 
 def _pool_len(size: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
@@ -132,6 +144,21 @@ def _pool_len(size: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
     span = size + 2 * p - d * (k - 1) - 1
     out = (-(-span // s) if ceil else span // s) + 1
     return out - 1 if ceil and (out - 1) * s >= size + p else out
+
+
+def _end_pads_as_ceil(n: OnnxNode, spatial, kernel, strides, dil, begin, end, ceil: bool) -> bool:
+    """The torch ceil_mode that gives the pool's ONNX output length with the end pads cut to the
+    begin pads. Exporters write ceil_mode (opset < 10 has none) as extra end pads; a max pool,
+    or an average that excludes pads, never reads a pad, so only the number of windows differs."""
+    want = []
+    for size, kk, s, b, e, d in zip(spatial, kernel, strides, begin, end, dil):
+        span = size + b + e - d * (kk - 1) - 1
+        want.append((-(-span // s) if ceil else span // s) + 1)
+    for c in (ceil, not ceil):
+        if [_pool_len(sz, kk, s, b, d, c) for sz, kk, s, b, d in zip(spatial, kernel, strides, begin, dil)] == want:
+            return c
+    raise n.unsupported(f"has asymmetric pads {list(begin) + list(end)} that no torch pool reproduces",
+                        "use symmetric pads")
 
 
 def _pool(n: OnnxNode, op2d: str):
@@ -143,31 +170,29 @@ def _pool(n: OnnxNode, op2d: str):
     strides, dil = n.ints("strides", (1,) * k), n.ints("dilations", (1,) * k)
     ceil = bool(n.attr("ceil_mode", 0))
     begin, end = spatial_pads(n, in_shape[1:], kernel, strides, dil)
-    attrs = {"kernel_size": kernel, "stride": strides}
+    is_max = op2d == "maxpool2d"
+    count_pad = not is_max and bool(n.attr("count_include_pad", 0))
+    if not is_max and any(d != 1 for d in dil):
+        raise n.unsupported(f"has dilations {list(dil)}", "snncompile's average pool is not dilated")
+    if is_max and n.used(1):
+        raise n.unsupported("has its Indices output read", "snncompile's max pool gives values only")
     steps, src = [], x
-    if op2d == "maxpool2d":
-        if n.used(1):
-            raise n.unsupported("has its Indices output read", "snncompile's max pool gives values only")
-        limit = [((kk - 1) * d + 1) // 2 for kk, d in zip(kernel, dil)]
-        if begin != end or any(b > m for b, m in zip(begin, limit)):
-            raise n.unsupported(f"has pads {begin + end} (asymmetric, or over half the window)",
-                                "a max pool pads with -inf, so the pads cannot become a zero Pad; use symmetric pads")
-        attrs |= {"padding": tuple(begin), "dilation": dil, "ceil_mode": ceil}
-    else:
-        if any(d != 1 for d in dil):
-            raise n.unsupported(f"has dilations {list(dil)}", "snncompile's average pool is not dilated")
-        count_pad = bool(n.attr("count_include_pad", 0))
-        odd = begin != end or any(b > kk // 2 for b, kk in zip(begin, kernel))
-        if odd and count_pad and not ceil:  # padded zeros count: an explicit zero pad is the same
-            steps, src = [("pad", [x], {"pads": fpad_order(begin, end)}, {})], PREV
-            in_shape = tuple(in_shape[:1]) + tuple(s + b + e for s, b, e in zip(in_shape[1:], begin, end))
-            begin = [0] * k
-        elif odd:
-            raise n.unsupported(f"has pads {begin + end} (asymmetric, or over half the window) with "
-                                f"count_include_pad={int(count_pad)}, ceil_mode={int(ceil)}",
-                                "use symmetric pads, or count_include_pad=1 without ceil_mode")
-        attrs |= {"padding": tuple(begin), "ceil_mode": ceil, "count_include_pad": count_pad, "divisor_override": None}
-        dil = (1,) * k
+    if begin != end and not count_pad and all(e >= b for b, e in zip(begin, end)):
+        ceil = _end_pads_as_ceil(n, in_shape[1:], kernel, strides, dil, begin, end, ceil)
+        end = begin
+    limit = [((kk - 1) * d + 1) // 2 for kk, d in zip(kernel, dil)]  # torch pads at most half a window
+    odd = begin != end or any(b > m for b, m in zip(begin, limit))
+    if odd and count_pad and not ceil:  # padded zeros count: an explicit zero pad is the same
+        steps, src = [("pad", [x], {"pads": fpad_order(begin, end)}, {})], PREV
+        in_shape = tuple(in_shape[:1]) + tuple(s + b + e for s, b, e in zip(in_shape[1:], begin, end))
+        begin = [0] * k
+    elif odd:
+        raise n.unsupported(f"has pads {list(begin) + list(end)} (asymmetric, or over half the window)"
+                            + ("" if is_max else f" with count_include_pad={int(count_pad)}, ceil_mode={int(ceil)}"),
+                            "use symmetric pads of at most half the window" + ("" if is_max else
+                                                                              ", or count_include_pad=1 without ceil_mode"))
+    attrs = {"kernel_size": kernel, "stride": strides, "padding": tuple(begin), "ceil_mode": ceil}
+    attrs |= {"dilation": dil} if is_max else {"count_include_pad": count_pad, "divisor_override": None}
     out = (in_shape[0],) + tuple(_pool_len(sz, kk, s, p, d, ceil) for sz, kk, s, p, d in
                                  zip(in_shape[1:], kernel, strides, begin, dil))
     return steps + pool_steps(op2d, src, in_shape, out, attrs)
@@ -251,7 +276,8 @@ def _dropout(n: OnnxNode):
     if n.used(1) or n.has_input(2) and bool(n.const(2, "training_mode").reshape(())):
         raise n.unsupported("runs in training mode (or its mask is read)", "export the model in eval mode")
     ratio = float(n.const(1, "ratio").reshape(())) if n.has_input(1) else float(n.attr("ratio", 0.5))
-    return [("dropout", [n.tensor(0)], {"p": ratio if math.isfinite(ratio) else 0.5}, {})]
+    # an inference graph never drops; p only matters if the graph is trained, and must be in [0, 1)
+    return [("dropout", [n.tensor(0)], {"p": min(max(ratio, 0.0), 0.99)}, {})]
 
 
 LAYER_OPS = {
@@ -261,4 +287,5 @@ LAYER_OPS = {
     "GlobalAveragePool": _global_avgpool, "ReduceMean": _reduce_mean,
     "Add": _add, "Sub": lambda n: _add(n, -1.0), "Mul": lambda n: _scale(n, False), "Div": lambda n: _scale(n, True),
     "Dropout": _dropout, "Identity": lambda n: [("identity", [n.tensor(0)], {}, {})],
+    "Max": lambda n: _min_max(n, True), "Min": lambda n: _min_max(n, False),
 }
