@@ -44,8 +44,11 @@ class ConcreteTracer(fx.Tracer):
     def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
         proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
         try:
-            value = self._example_value(kind, target, args, kwargs)
+            with torch.no_grad(), _unpatched():  # real modules and attributes, not the tracer's
+                value = self._example_value(kind, target, args, kwargs)
         except Exception:  # the real call fails on the example: only shape branches need values
+            value = _UNKNOWN
+        if isinstance(value, fx.Proxy):
             value = _UNKNOWN
         proxy.node.meta["example_value"] = value
         return proxy
@@ -63,13 +66,12 @@ class ConcreteTracer(fx.Tracer):
         a, kw = _real(args), _real(kwargs)
         if _has_unknown((a, kw)):
             return _UNKNOWN
-        with torch.no_grad(), _unpatched():
-            if kind == "call_function":
-                return target(*a, **kw)
-            if kind == "call_method":
-                return getattr(a[0], target)(*a[1:], **kw)
-            if kind == "call_module":
-                return self.root.get_submodule(target)(*a, **kw)
+        if kind == "call_function":
+            return target(*a, **kw)
+        if kind == "call_method":
+            return getattr(a[0], target)(*a[1:], **kw)
+        if kind == "call_module":
+            return self.root.get_submodule(target)(*a, **kw)
         return _UNKNOWN
 
     def to_bool(self, obj: fx.Proxy) -> bool:

@@ -220,3 +220,20 @@ def test_a_1d_cnn_converts_and_trains():
     out = train(x[:4])
     out.sum().backward()
     assert out.shape == (4, 3) and all(p.grad is not None for p in train.parameters() if p.requires_grad)
+
+
+class LayerScale(nn.Module):
+    """convnext/timm style: a parameter read in forward arithmetic (a learned per-channel scale)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.gamma = nn.Parameter(torch.rand(4) + 0.5)
+
+    def forward(self, x):
+        y = self.lin(x) * self.gamma
+        return y * (self.gamma.shape[0] / 4.0)
+
+
+def test_parameters_in_forward_arithmetic_trace_and_round_trip():
+    roundtrip(LayerScale(), torch.randn(3, 4))
