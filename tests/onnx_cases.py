@@ -64,7 +64,7 @@ def ort_run(model, *xs: torch.Tensor) -> list[np.ndarray]:
 
 def check_ort(model, *xs: torch.Tensor, tol: float = TOL):
     """from_onnx -> run the emitted module -> compare every output with onnxruntime's.
-    Returns ``(graph, max abs diff)``."""
+    Returns ``(graph, max abs diff, the emitted module's outputs)``."""
     graph = from_onnx(model)
     got = run_graph(graph, *[x.clone() for x in xs])
     got = list(got) if isinstance(got, tuple) else [got]
@@ -75,7 +75,7 @@ def check_ort(model, *xs: torch.Tensor, tol: float = TOL):
         assert tuple(g.shape) == w.shape, f"shape {tuple(g.shape)} vs onnxruntime {w.shape}\n{graph}"
         diff = max(diff, float(np.abs(g.numpy() - w).max()))
     assert diff <= tol, f"differs from onnxruntime by {diff}\n{graph}"
-    return graph, diff
+    return graph, diff, got
 
 
 def rand(*shape, seed: int = 0, scale: float = 1.0) -> np.ndarray:

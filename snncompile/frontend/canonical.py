@@ -85,8 +85,9 @@ def global_avgpool_steps(x, in_shape: tuple) -> list[Step]:
 
 
 def flatten_steps(x, start_dim: int, end_dim: int = -1) -> list[Step]:
-    """``torch.flatten(x, start_dim, end_dim)`` with start_dim >= 1 (ONNX ``Flatten(axis)`` is
-    ``flatten(axis)`` for axis >= 1)."""
+    """``torch.flatten(x, start_dim, end_dim)`` with start_dim >= 1 (ONNX ``Flatten(axis=1)`` is
+    ``flatten(1)``; a larger axis also folds dims into the batch, so it is that only when the
+    dims between 1 and the axis are all 1)."""
     return [("flatten", [x], {"start_dim": int(start_dim), "end_dim": int(end_dim)}, {})]
 
 

@@ -40,7 +40,8 @@ def from_onnx(model, *, name: str | None = None) -> Graph:
     """Read an ONNX model into a verified canonical IR Graph.
 
     Takes a path to a .onnx file (external data files are read from its folder), the file's
-    bytes, or an ``onnx.ModelProto``; ``name`` names the graph (default: the ONNX graph's name).
+    bytes, or an ``onnx.ModelProto``; ``name`` names the graph (default: the file's name, else the
+    ONNX graph's).
     Returns the graph ``snncompile.trace`` would give for the same network: one ``input`` node per
     float graph input (the first dim is the batch, symbolic or fixed), one canonical node (or a
     short chain, see canonical.py) per ONNX node, one ``output`` node reading every graph output.
@@ -164,7 +165,7 @@ class _Importer:
         return UnsupportedOpError(
             f"from_onnx: node {n.name!r} is a {n.op_type}{domain} (opset {self.opset}), which snncompile has no "
             f"canonical op for — supported ONNX op types: {', '.join(SUPPORTED_OPS)} (and, on constants and shapes "
-            f"only, evaluated at import time: {', '.join(FOLDED_ONLY)}); replace that layer in the model (or export "
+            f"only, evaluated at import time: {', '.join(op for op in FOLDED_ONLY if op not in HANDLERS)}); replace that layer in the model (or export "
             "the part before it)")
 
 

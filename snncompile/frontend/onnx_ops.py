@@ -1,6 +1,6 @@
 """ONNX layer ops -> canonical IR steps: Conv, Gemm, MatMul, BatchNormalization, Relu, Clip, the
 pools, Add/Sub (residuals, or a constant folded into the bias before it), Mul/Div by a number,
-Dropout and Identity.
+Max/Min against a number (clamps), Dropout, Identity and float Casts.
 
 A handler takes an ``OnnxNode`` and returns the steps of its first output (see canonical.py:
 ``(op, inputs, attrs, params)``, ``PREV`` chaining), or an IR Node that already computes it.
@@ -10,6 +10,7 @@ by default), so every attribute is set explicitly.
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto
 
 from .canonical import PREV, batchnorm_steps, clip_steps, global_avgpool_steps, mul_const_steps, pool_steps
 from .onnx_fold import axes_of
@@ -20,7 +21,7 @@ __all__ = ["LAYER_OPS", "spatial_pads", "fpad_order"]
 _FLT_MAX = 3.4028234663852886e38  # Clip's defaults in opsets < 11 are +-FLT_MAX: no bound
 
 
-def spatial_pads(n: OnnxNode, spatial, kernel, strides, dilations, ceil: bool = False):
+def spatial_pads(n: OnnxNode, spatial, kernel, strides, dilations):
     """``(begin, end)`` pads per spatial dim from ``pads`` or ``auto_pad`` (NOTSET, VALID,
     SAME_UPPER: the extra pixel at the end, SAME_LOWER: at the start)."""
     k = len(spatial)
@@ -280,6 +281,13 @@ def _dropout(n: OnnxNode):
     return [("dropout", [n.tensor(0)], {"p": min(max(ratio, 0.0), 0.99)}, {})]
 
 
+def _cast(n: OnnxNode):
+    if n.attr("to") != TensorProto.FLOAT:
+        raise n.unsupported(f"casts a graph tensor to {TensorProto.DataType.Name(n.attr('to'))}",
+                            "snncompile's graphs compute in float32")
+    return [("identity", [n.tensor(0)], {}, {})]  # exporters' float -> float casts
+
+
 LAYER_OPS = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "BatchNormalization": _batchnorm,
     "Relu": lambda n: [("relu", [n.tensor(0)], {}, {})], "Clip": _clip,
@@ -287,5 +295,5 @@ LAYER_OPS = {
     "GlobalAveragePool": _global_avgpool, "ReduceMean": _reduce_mean,
     "Add": _add, "Sub": lambda n: _add(n, -1.0), "Mul": lambda n: _scale(n, False), "Div": lambda n: _scale(n, True),
     "Dropout": _dropout, "Identity": lambda n: [("identity", [n.tensor(0)], {}, {})],
-    "Max": lambda n: _min_max(n, True), "Min": lambda n: _min_max(n, False),
+    "Max": lambda n: _min_max(n, True), "Min": lambda n: _min_max(n, False), "Cast": _cast,
 }

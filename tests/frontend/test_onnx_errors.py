@@ -120,6 +120,7 @@ def _one(op, shape, inputs=("x",), inits=None, opset=13, **attrs):
 
 
 @pytest.mark.parametrize("model, words", [
+    (lambda: _one("Cast", (4,), to=TensorProto.INT64), ["Cast node 'n'", "INT64"]),
     (lambda: _one("Gemm", (6,), ("x", "B"), {"B": rand(6, 4)}, transA=1), ["Gemm node 'n'", "transA=1"]),
     (lambda: _one("Flatten", (3, 4), axis=0), ["Flatten node 'n'", "axis=0"]),
     (lambda: _one("Flatten", (3, 4, 4), axis=2), ["axis=2", "fold into the batch"]),
@@ -138,7 +139,7 @@ def _one(op, shape, inputs=("x",), inits=None, opset=13, **attrs):
     (lambda: _one("BatchNormalization", (3, 2, 2), ("x", "s", "s", "s", "s"), {"s": np.ones(3, np.float32)},
                   opset=15, training_mode=1), ["training mode"]),
     (lambda: _one("ReduceMean", (3, 4, 4), axes=[1]), ["ReduceMean node 'n'", "global average pool"]),
-], ids=["gemm_transA", "flatten_axis0", "flatten_axis2_channels", "transpose_batch", "reshape_mixes_batch",
+], ids=["cast_to_int", "gemm_transA", "flatten_axis0", "flatten_axis2_channels", "transpose_batch", "reshape_mixes_batch",
         "reshape_literal_batch", "add_constant_without_layer", "concat_axis0", "split_axis0", "maxpool_asym",
         "mul_per_channel", "mul_two_tensors", "pad_channels", "conv3d", "matmul_two_tensors", "bn_training",
         "reducemean_channels"])

@@ -164,6 +164,23 @@ def _two_outputs_dropout():
     return make_model(nodes, (5,), ("y1", "y2"), opset=10), (3, 5), ["dropout", "identity", "relu"]
 
 
+def _min_max():
+    nodes = [h.make_node("Max", ["x", "zero"], ["r"]), h.make_node("Min", ["cap", "r"], ["y"])]
+    inits = {"zero": np.array(0.0, np.float32), "cap": np.array([0.5], np.float32)}
+    return make_model(nodes, (3, 4), inits=inits), (2, 3, 4), ["relu", "clamp"]
+
+
+def _float_cast():
+    nodes = [h.make_node("Cast", ["x"], ["c"], to=TensorProto.FLOAT), h.make_node("Relu", ["c"], ["y"])]
+    return make_model(nodes, (4,)), (3, 4), ["identity", "relu"]
+
+
+def _maxpool_end_pads():
+    """Opset 9 has no ceil_mode: exporters write it as extra end pads."""
+    node = h.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1])
+    return make_model([node], (2, 7, 7), opset=9), (2, 2, 7, 7), ["maxpool2d"]
+
+
 CASES = {
     "gemm_transB0_alpha_beta": _gemm, "gemm_scalar_C": _gemm_scalar_c,
     "clip_attrs_opset7": _clip_attrs(7, -0.5, 0.5, ["clamp"]), "clip_attrs_opset10_min_only": _clip_attrs(10, 0.0, None, ["relu"]),
@@ -182,20 +199,21 @@ CASES = {
     "global_pools_opset13": _global_pools(13), "global_pools_opset18": _global_pools(18),
     "sub_bias_mul_div": _scales_and_bias, "pad_conv_residual": _pad_residual, "shape_chain_reshape": _shape_chain,
     "slice_unsqueeze_squeeze": _slices_and_squeeze, "two_outputs_dropout": _two_outputs_dropout,
+    "max_min_constants": _min_max, "maxpool_end_pads_as_ceil": _maxpool_end_pads, "float_cast": _float_cast,
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_hand_built_graph_matches_onnxruntime(case):
     model, shape, want = CASES[case]()
-    graph, diff = check_ort(model, x_in(*shape))
+    graph, diff, _ = check_ort(model, x_in(*shape))
     assert ops(graph) == want, graph.format()
 
 
 def test_folded_bias_is_the_sum_of_both_biases():
     nodes = [h.make_node("Gemm", ["x", "B", "C"], ["g"], transB=1), h.make_node("Add", ["bias2", "g"], ["y"])]
     model = make_model(nodes, (6,), inits={"B": rand(4, 6), "C": rand(4, seed=2), "bias2": rand(4, seed=3)})
-    graph, _ = check_ort(model, x_in(3, 6))
+    graph, _, _ = check_ort(model, x_in(3, 6))
     (lin,) = graph.find("linear")
     np.testing.assert_allclose(lin.params["bias"].numpy(), rand(4, seed=2) + rand(4, seed=3), rtol=1e-6)
 
@@ -203,7 +221,7 @@ def test_folded_bias_is_the_sum_of_both_biases():
 def test_fixed_batch_model_and_literal_batch_in_reshape():
     nodes = [h.make_node("Reshape", ["x", "s"], ["y"])]
     model = make_model(nodes, (4, 6), inits={"s": np.array([2, 24], I64)}, batch=2)
-    graph, _ = check_ort(model, x_in(2, 4, 6))
+    graph, _, _ = check_ort(model, x_in(2, 4, 6))
     assert graph.find("reshape")[0].attrs["shape"] == (24,)
 
 
