@@ -147,11 +147,11 @@ class SpikingModule(PerThreadState, nn.Module):
                  None)
         return (None, None) if t is None else (t.device, t.dtype)
 
-    def _split(self, args: tuple, options: tuple = (), given: tuple = ()) -> tuple[tuple, list]:
-        """The inputs among ``args`` and the values of ``options`` (their keyword values ``given``),
-        which may follow the inputs by position (``snn(x, T)``). ConfigError for a missing or extra
-        input, naming the inputs."""
-        n, names = len(self._input_names), self._input_names
+    def _split(self, args: tuple, options: tuple = (), given: tuple = (), x=None) -> tuple[tuple, list]:
+        """The inputs among ``args`` (after ``x``, the one input given by keyword) and the values of
+        ``options`` (their keyword values ``given``), which may follow the inputs by position
+        (``snn(x, T)``). ConfigError for a missing or extra input, naming the inputs."""
+        n, names, args = len(self._input_names), self._input_names, args if x is None else (x,) + tuple(args)
         got = sum(isinstance(a, torch.Tensor) for a in args)
         if len(args) < n or any(isinstance(a, torch.Tensor) for a in args[n:]) or len(args) > n + len(options):
             raise ConfigError(f"this SNN takes {n} input{'s' if n > 1 else ''} ({', '.join(names)}) but got {got} "
@@ -203,11 +203,11 @@ class SpikingModule(PerThreadState, nn.Module):
                                   "clean the input, or set snn.allow_nonfinite = True to run it anyway")
         return x
 
-    def run_sequence(self, *inputs: torch.Tensor, T: int | None = None) -> torch.Tensor:
+    def run_sequence(self, *inputs: torch.Tensor, T: int | None = None, x: torch.Tensor | None = None):
         """The readout at every step, ``[T, N, ...]`` (not averaged); resets state first. Takes one
         tensor per input (``T`` may follow them by position); a sequence input is ``[T, N, ...]``
         and the SNN runs its ``x.shape[0]`` steps."""
-        xs, (T,) = self._split(inputs, ("T",), (T,))
+        xs, (T,) = self._split(inputs, ("T",), (T,), x)
         xs = self._checked(xs, "input")
         T = None if T is None else check_steps(T)
         for k, (x, s) in enumerate(zip(xs, self._seq)):
@@ -270,13 +270,13 @@ class SpikingModule(PerThreadState, nn.Module):
         for m in self._stateful():
             m.reset_state()
 
-    def forward(self, *inputs: torch.Tensor, T: int | None = None, return_all_steps: bool | None = None):
+    def forward(self, *inputs: torch.Tensor, T: int | None = None, return_all_steps: bool | None = None, x=None):
         """Run T steps on the inputs (``snn(x)``, ``snn(x1, x2)``: each [N, ...], or a sequence
         [T, N, ...]); the readout averaged over T ``[N, ...]``, or with ``return_all_steps`` its
         running average after every t ``[T, N, ...]`` (the last step's readout, or every step's,
         for readout mode ``last``). ``T`` (default: the SNN's), then ``return_all_steps``, may
         follow the inputs by position."""
-        xs, (T, return_all_steps) = self._split(inputs, ("T", "return_all_steps"), (T, return_all_steps))
+        xs, (T, return_all_steps) = self._split(inputs, ("T", "return_all_steps"), (T, return_all_steps), x)
         self.reset()
         seq = self.run_sequence(*xs, T=T)
         if self.readout_mode == "last":
@@ -286,12 +286,12 @@ class SpikingModule(PerThreadState, nn.Module):
             return seq.cumsum(0) / steps.reshape((-1,) + (1,) * (seq.dim() - 1))
         return seq.mean(0)
 
-    def step(self, *x_t: torch.Tensor) -> torch.Tensor:
-        """Advance one time step on the inputs ``x_t`` (one [N, ...] tensor per input), keeping
+    def step(self, *inputs: torch.Tensor, x_t: torch.Tensor | None = None) -> torch.Tensor:
+        """Advance one time step on the inputs (one [N, ...] tensor per input), keeping
         state; returns the readout averaged over the steps since the stream began. A stream
         begins at ``reset()``, at the first step after a ``forward()``/``run_sequence()`` (whose
         state never carries on) and when the batch size changes."""
-        xs = self._checked(self._split(x_t)[0], "step input")
+        xs = self._checked(self._split(inputs, x=x_t)[0], "step input")
         if not self._stream_open or (self._step_sum is not None and self._step_sum.shape[0] != xs[0].shape[0]):
             self.reset()  # a new stream
         xs = tuple(x.unsqueeze(0) if s else x for x, s in zip(xs, self._seq))
@@ -306,14 +306,14 @@ class SpikingModule(PerThreadState, nn.Module):
         self._step_count += 1
         return self._step_sum / self._step_count
 
-    def firing_rates(self, *inputs: torch.Tensor, T: int | None = None) -> dict[str, float]:
+    def firing_rates(self, *inputs: torch.Tensor, T: int | None = None, x=None) -> dict[str, float]:
         """Mean spikes per neuron per step for every neuron layer, over a run on the inputs."""
         ns = self.neurons()
         for m in ns.values():
             m.record_rates = True
         try:
             with torch.no_grad():
-                self.forward(*inputs, T=T)
+                self.forward(*inputs, T=T, x=x)
             return {k: m.spike_count / max(m.neuron_steps, 1) for k, m in ns.items()}
         finally:
             for m in ns.values():

@@ -148,7 +148,8 @@ def _dry_run(opts: dict) -> None:
     now and not at a lazy SNN's first call."""
     methods = get_pass("encode-input", method=opts["encoding"]).methods()
     tiny = trace(nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1)), torch.zeros(2, 1))
-    training_pipeline(**(opts | {"encoding": methods[0]}), snapshots=False).run(tiny, PassContext(T=1))
+    quiet = dict(snapshots=False, print_after=(), dump_dir="")  # no $SNNCOMPILE_PRINT_AFTER / _DUMP_DIR output
+    training_pipeline(**(opts | {"encoding": methods[0]}), **quiet).run(tiny, PassContext(T=1))
 
 
 def _fine_tunable(snn: SpikingModule, T: int, surrogate: str, alpha, detach_reset: bool,
@@ -173,7 +174,7 @@ def _fine_tunable(snn: SpikingModule, T: int, surrogate: str, alpha, detach_rese
 
 
 _NEEDS_GRAPH = {"graph", "semantic_graph", "pipeline", "module", "backend", "readout_mode", "sequence_input",
-                "trainable", "_graph_inputs", "_seq", "_input_names", "_per_sample"}
+                "trainable", "code", "neurons", "_graph_inputs", "_seq", "_input_names", "_per_sample"}
 
 
 class LazySpikingModule(SpikingModule):
@@ -221,6 +222,15 @@ class LazySpikingModule(SpikingModule):
 
     def extra_repr(self) -> str:
         return "not built yet: the model is traced at the first call"
+
+    @property
+    def code(self) -> str:
+        """ConfigError: there is no emitted code before the first call."""
+        return self.__getattr__("code")
+
+    def neurons(self):
+        """ConfigError: there are no neuron layers before the first call."""
+        return self.__getattr__("neurons")
 
     def reset(self) -> None:
         """Nothing to reset before the first call."""

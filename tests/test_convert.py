@@ -168,3 +168,97 @@ def test_compile_rejects_non_module_and_bad_backend():
         snncompile.compile(lambda x: x, torch.rand(4, 3), T=4, backend="torch")
     with pytest.raises(ConfigError, match="backend"):
         snncompile.compile(nn.Sequential(nn.Linear(3, 2)), torch.rand(4, 3), T=4, backend="gpu-please")
+    with pytest.raises(ConfigError, match=r"a path to a .onnx file or an onnx.ModelProto, got str 'net.pt'"):
+        snncompile.compile("net.pt", torch.rand(4, 3), T=4)
+
+
+# ------------------------------------------------------------------------------------------
+# leaf_modules= and ONNX models in place of an nn.Module
+
+
+class Gate(nn.Module):
+    """A custom block the op table could express, kept as one opaque node when named a leaf."""
+
+    def forward(self, x):
+        return torch.relu(x) * 0.5
+
+
+def _gated():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), Gate(), nn.Linear(8, 2)).eval()
+
+
+def test_leaf_modules_keep_a_module_as_one_opaque_node():
+    """Without leaf_modules Gate is traced through and converts; named a leaf it is one opaque
+    node: compile refuses it naming the module, to_trainable keeps it as a Python call."""
+    from snncompile.errors import ConfigError, UnsupportedOpError
+
+    x = torch.rand(32, 4)
+    assert not any(n.op == "opaque" for n in snncompile.compile(_gated(), x, T=4, backend="torch").semantic_graph)
+    with pytest.raises(UnsupportedOpError, match=r"opaque \(1\) calls Gate"):
+        snncompile.compile(_gated(), x, T=4, backend="torch", leaf_modules=[Gate])
+    snn = snncompile.to_trainable(_gated(), T=2, backend="torch", leaf_modules=Gate)
+    assert [n.attrs["name"] for n in snn.graph if n.op == "opaque"] == ["Gate"]
+    assert snn(x).shape == (32, 2)
+    with pytest.raises(ConfigError, match="leaf_modules takes torch.nn.Module subclasses"):
+        snncompile.compile(_gated(), x, T=4, leaf_modules=[Gate()])
+
+
+class TwoBranches(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(4, 8), nn.Linear(3, 8), nn.Linear(8, 2)
+
+    def forward(self, x, y):
+        return self.out(torch.relu(self.a(x)) + torch.relu(self.b(y)))
+
+
+def _two():
+    torch.manual_seed(0)
+    return TwoBranches().eval(), torch.rand(64, 4), torch.rand(64, 3)
+
+
+def test_onnx_models_go_through_from_onnx(monkeypatch, tmp_path):
+    """A ".onnx" path (str or pathlib) or an onnx.ModelProto is read by frontend.onnx.from_onnx
+    (here a stand-in returning the traced graph) instead of trace; compile and to_trainable give
+    the SNN the torch model gives."""
+    onnx_frontend = pytest.importorskip("snncompile.frontend.onnx", reason="onnx frontend not present")
+    onnx = pytest.importorskip("onnx")
+    from snncompile.errors import ConfigError
+
+    model, x, y = _two()
+    seen = []
+
+    def fake_from_onnx(source, **kw):
+        seen.append(source)
+        return snncompile.trace(model, (x[:2], y[:2]))
+
+    monkeypatch.setattr(onnx_frontend, "from_onnx", fake_from_onnx)
+    proto = onnx.ModelProto()
+    ref = snncompile.compile(model, (x, y), T=8, backend="torch", percentile=100)
+    for source in ("net.onnx", tmp_path / "net.ONNX", proto):
+        snn = snncompile.compile(source, (x, y), T=8, backend="torch", percentile=100)
+        with torch.no_grad():
+            assert torch.equal(snn(x, y), ref(x, y))
+    trained = snncompile.to_trainable("net.onnx", T=2, backend="torch")
+    assert trained.run_sequence(x, y).shape == (2, 64, 2)
+    assert seen == ["net.onnx", tmp_path / "net.ONNX", proto, "net.onnx"]
+    with pytest.raises(ConfigError, match="leaf_modules applies to torch models"):
+        snncompile.compile("net.onnx", (x, y), T=8, leaf_modules=[Gate])
+
+
+def test_an_exported_two_input_model_converts_from_its_onnx_file(tmp_path):
+    """End to end with the real from_onnx: the ONNX input names key dict calibration data, and
+    the SNN equals the one compiled from the torch model."""
+    pytest.importorskip("snncompile.frontend.onnx", reason="onnx frontend not present")
+    model, x, y = _two()
+    path = tmp_path / "two.onnx"
+    try:
+        torch.onnx.export(model, (x[:2], y[:2]), str(path), dynamo=False, input_names=["x", "y"],
+                          dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    except Exception as e:  # the exporter needs packages this install may lack
+        pytest.skip(f"torch.onnx.export failed here: {type(e).__name__}: {e}")
+    snn = snncompile.compile(path, {"x": x, "y": y}, T=16, backend="torch", percentile=100)
+    ref = snncompile.compile(model, (x, y), T=16, backend="torch", percentile=100)
+    with torch.no_grad():
+        assert torch.allclose(snn(x, y), ref(x, y), atol=1e-5)

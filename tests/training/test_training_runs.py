@@ -266,11 +266,14 @@ def test_conv_model_on_a_sequence_input_equals_its_step_by_step_run():
 
 
 def test_to_trainable_errors_say_what_to_do():
-    """A conv model with no input_shape needs example_input; a bad encoding or readout names the
-    choices; a non-module is refused."""
+    """A conv model with no input_shape is built at its first call: until then what needs the
+    graph asks for a batch or example_input; a bad encoding or readout names the choices (for a
+    lazily built SNN too); a non-module is refused."""
     conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
     with pytest.raises(ConfigError, match="example_input="):
-        snncompile.to_trainable(conv, T=2)
+        snncompile.to_trainable(conv, T=2).graph
+    with pytest.raises(ConfigError, match="'direct', 'poisson' or 'sequence'"):
+        snncompile.to_trainable(conv, T=2, encoding="rate")
     mlp = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))  # first Linear: shape inferred
     assert snncompile.to_trainable(mlp, T=2).graph.inputs[0].shape == (None, 4)
     with pytest.raises(ConfigError, match="'direct', 'poisson' or 'sequence'"):
