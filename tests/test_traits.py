@@ -43,15 +43,17 @@ def test_trait_sets_of_the_standard_ops():
     assert set(ops_with("weighted")) == {"conv1d", "conv2d", "linear"}
     assert set(ops_with("shape")) == {"flatten", "reshape", "dropout", "identity"}
     assert set(ops_with("layout")) == {"flatten", "reshape"}
+    # rearrangements: every output element is one input element (activation scales go through)
+    assert set(ops_with("rearrange")) == {"flatten", "reshape", "slice", "select", "permute"}
     assert set(ops_with("neuron")) == {"neuron", "neuron_sumpool2d"}
     assert set(ops_with("stateful")) == {"neuron", "neuron_sumpool2d", "spike_maxpool2d", "synapse_filter", "recurrent"}
     assert set(ops_with("temporal")) == {n for n, d in OPS.items() if d.temporal}
     assert set(ops_with("pooling")) == {"avgpool2d", "sumpool2d", "maxpool2d", "spike_maxpool2d", "adaptive_avgpool2d",
-                                        "neuron_sumpool2d"}
+                                        "neuron_sumpool2d", "pad"}  # a zero pad keeps the channel layout
     assert set(ops_with("multiply")) == {"mul_const", "scale"}
     st = set(ops_with("scale_transparent"))
     assert {"relu", "maxpool2d", "avgpool2d", "sumpool2d", "adaptive_avgpool2d", "flatten", "reshape", "dropout",
-            "identity", "mul_const", "scale", "cat", "add"} == st
+            "identity", "mul_const", "scale", "cat", "add", "slice", "select", "permute", "pad"} == st
     assert set(ops_with("linear")) <= st  # linear implies positively homogeneous
     for op in ("clamp", "batchnorm", "conv2d", "linear", "neuron", "neuron_sumpool2d", "spike_maxpool2d", "opaque",
                "encode"):
@@ -110,7 +112,8 @@ def test_canonicalize_folds_through_exactly_the_ops_it_did():
     linear pools and layout ops otherwise) is the same set now asked of traits."""
     from snncompile.passes.canonicalize import _carries_constant
 
-    old_linear = {"avgpool2d", "sumpool2d", "adaptive_avgpool2d", "flatten", "reshape", "dropout", "identity"}
+    old_linear = {"avgpool2d", "sumpool2d", "adaptive_avgpool2d", "flatten", "reshape", "dropout", "identity",
+                  "slice", "select", "permute", "pad"}  # (added with issue 13: linear maps, a constant passes)
     old_pos = old_linear | {"relu", "maxpool2d"}
 
     class N:
@@ -124,7 +127,7 @@ def test_normalize_carries_scales_through_exactly_the_ops_it_did():
     from snncompile.passes.normalize import _carries_scale
 
     old_transparent = {"maxpool2d", "avgpool2d", "sumpool2d", "adaptive_avgpool2d", "mul_const", "scale",
-                       "dropout", "identity"}
+                       "dropout", "identity", "pad"}  # pad (issue 13): zeros keep any per-channel scale
 
     class N:
         def __init__(self, op):

@@ -156,7 +156,8 @@ def test_the_file_is_safetensors_with_a_json_graph_and_no_pickle(tmp_path):
     snn = _converted()
     snn.save(tmp_path / "a.snn")
     raw = (tmp_path / "a.snn").read_bytes()
-    assert raw[:1] != b"\x80" and raw[:2] != b"PK" and b"torch._utils" not in raw
+    # safetensors: an 8-byte little-endian header length, then the JSON header (no pickle, no zip)
+    assert raw[8:9] == b"{" and int.from_bytes(raw[:8], "little") < len(raw) and b"torch._utils" not in raw
     with safetensors.safe_open(str(tmp_path / "a.snn"), "pt") as f:
         doc = json.loads(f.metadata()["snncompile"])
         keys = set(f.keys())
