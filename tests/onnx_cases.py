@@ -12,6 +12,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fx_cases import _randomize
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -39,16 +41,8 @@ def export(model: nn.Module, x: torch.Tensor, path, opset: int, dynamo: bool, **
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN running stats and affine params (so an untrained BN is not the identity)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
-    return model.eval()
+    """Random BN running stats and affine params (so an untrained BN is not the identity), eval mode."""
+    return _randomize(model, seed)
 
 
 def ort_run(model, *xs: torch.Tensor) -> list[np.ndarray]:
