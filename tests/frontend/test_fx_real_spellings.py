@@ -237,3 +237,15 @@ class LayerScale(nn.Module):
 
 def test_parameters_in_forward_arithmetic_trace_and_round_trip():
     roundtrip(LayerScale(), torch.randn(3, 4))
+
+
+def test_a_refusal_counts_the_other_ops_that_would_stop_the_conversion():
+    """convnext-style: a layer norm and a GELU; the refusal names the GELU and its module, and
+    also the layer norm the user will meet next."""
+    import snncompile
+    from snncompile.errors import UnsupportedOpError
+    model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 2)).eval()
+    with pytest.raises(UnsupportedOpError) as ei:
+        snncompile.compile(model, torch.rand(8, 4), T=4)
+    msg = str(ei.value)
+    assert "GELU" in msg and "(2" in msg and "1 more op that does not convert: LayerNorm (1)" in msg
