@@ -16,6 +16,7 @@ import time
 import pytest
 import torch
 
+import snncompile
 from snncompile.errors import SnnCompileError
 from snncompile.recipes import zoo
 from snncompile.recipes.models_table import ZooTimeLimit, run_entry, select, table, time_limit
@@ -189,3 +190,23 @@ def test_time_limit_stops_a_model_and_the_table_says_so() -> None:
     assert text.startswith("TIME LIMIT") and compile_s is None
     with pytest.raises(SystemExit, match="no zoo entry"):
         select(["no_such_model"])
+
+
+@pytest.mark.parametrize("name", ["torchvision/resnet18", "torchvision/mobilenet_v2", "torchvision/shufflenet_v2_x0_5",
+                                  "torchvision/densenet121", "timm/resnet18"])
+def test_to_trainable_as_users_call_it_trains_real_definitions(name: str) -> None:
+    """``to_trainable(model, T, neuron, surrogate)`` with no example input (traced at the first
+    forward), an optimizer made before it: one step changes the weights, gradients are finite."""
+    model = zoo.build(zoo.get_entry(name))
+    before = zoo._snapshot(model)
+    snn = snncompile.to_trainable(model, T=2, neuron="lif", surrogate="atan")
+    opt = torch.optim.SGD(snn.parameters(), lr=0.1)
+    first = [p.detach().clone() for p in snn.parameters()]
+    out = snn(zoo.make_inputs(zoo.get_entry(name), 2, stream=3))
+    loss = torch.nn.functional.cross_entropy(out, torch.tensor([1, 2]))
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in snn.parameters() if p.grad is not None)
+    opt.step()
+    assert out.shape == (2, zoo.NUM_CLASSES)
+    assert any(not torch.equal(a, p) for a, p in zip(first, snn.parameters()))
+    assert zoo._changes(model, before) == []  # the user's model is not trained by the SNN's optimizer
