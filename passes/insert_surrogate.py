@@ -13,11 +13,10 @@ in for (GELU, sigmoid, ...), naming the node.
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 
-from snncompile.errors import ConfigError
+from snncompile.errors import ConfigError, warn_user
 from snncompile.ir import Graph
 from snncompile.neurons import FAMILIES, NeuronSpec, get_family
 from snncompile.ops import NEURON_OP, has_trait, neuron_attrs
@@ -71,10 +70,10 @@ class InsertSurrogate:
     def _rewrite(self, graph: Graph) -> None:
         capped = [n for n in graph.nodes if is_relu_like(n) and ceiling_of(n) is not None]
         if capped:
-            warnings.warn(f"insert-surrogate: {capped[0].describe()} is a ReLU with a ceiling of {ceiling_of(capped[0])}"
+            warn_user(f"insert-surrogate: {capped[0].describe()} is a ReLU with a ceiling of {ceiling_of(capped[0])}"
                           + (f" (and {len(capped) - 1} more capped ReLUs)" if len(capped) > 1 else "")
                           + "; the spiking neuron replacing it drops the ceiling (its output is bounded by one spike "
-                          "per step times its threshold instead)", stacklevel=2)
+                          "per step times its threshold instead)")
         for n in list(graph.nodes):
             if is_relu_like(n):
                 graph.replace(n, NEURON_OP, attrs=self._attrs(), params={"threshold": torch.tensor(float(self.threshold))})

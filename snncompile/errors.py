@@ -61,3 +61,14 @@ def describe_node(node) -> str:
             where.append(f"{src.short_file}:{src.line}")
     loc = f" ({', '.join(where)})" if where else ""
     return f"node %{node.id} {node.op}{loc}"
+
+
+def warn_user(message: str, category: type = UserWarning) -> None:
+    """``warnings.warn(message)`` attributed to the user's line: the first frame outside
+    snncompile (its passes and frontends included), so the warning shows where they called us."""
+    import sys
+    import warnings
+    f, level = sys._getframe(1), 2
+    while f is not None and f.f_globals.get("__name__", "").startswith("snncompile"):
+        f, level = f.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

@@ -7,13 +7,11 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-import sys
-import warnings
 
 import torch
 import torch.nn as nn
 
-from ..errors import TraceError
+from ..errors import TraceError, warn_user
 
 __all__ = ["prepare_model"]
 
@@ -80,18 +78,7 @@ def _as_float32(model: nn.Module) -> nn.Module:
     if not dtypes:
         return model
     names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
-    warnings.warn(f"snncompile: the model's parameters are {names}; it is converted as a float32 copy (the SNN "
-                  "runs in float32, and its inputs are read as float32) — pass model.float() to silence this",
-                  stacklevel=_user_stacklevel())
+    warn_user(f"snncompile: the model's parameters are {names}; it is converted as a float32 copy (the SNN "
+              "runs in float32, and its inputs are read as float32) — pass model.float() to silence this")
     return model.float()
 
-
-_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _user_stacklevel() -> int:
-    """The ``stacklevel`` that makes a warning issued by our caller point at the user's line."""
-    f, level = sys._getframe(1), 1
-    while f is not None and os.path.abspath(f.f_code.co_filename).startswith(_PKG_DIR + os.sep):
-        f, level = f.f_back, level + 1
-    return level

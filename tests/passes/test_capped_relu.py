@@ -67,10 +67,11 @@ def test_capped_relus_become_if_neurons_and_converge():
     assert errs[256] < 0.5 * errs[16] and errs[256] < 0.05, errs
 
 
-def test_insert_surrogate_says_it_drops_the_ceiling():
-    with pytest.warns(UserWarning, match="drops the ceiling"):
+def test_insert_surrogate_says_it_drops_the_ceiling_at_the_users_line():
+    with pytest.warns(UserWarning, match="drops the ceiling") as record:
         snn = snncompile.to_trainable(_model(nn.ReLU6()), T=2, example_input=torch.rand(2, 2, 8, 8))
     assert not snn.graph.find("clamp")
+    assert [w.filename for w in record if "ceiling" in str(w.message)] == [__file__]
 
 
 def test_a_clamp_with_a_negative_floor_is_still_refused_naming_it():
