@@ -5,7 +5,7 @@ and the layer computes ``BN(layer(x))`` (within float rounding, ~1e-6 relative):
 ``W' = W * g``, ``b' = (b - mean) * g + beta`` with ``g = gamma / sqrt(var + eps)`` per output
 channel. A BN with no such layer before it (densenet's BN after a concat, a pre-activation
 block) is a per-channel affine ``g * x + (beta - mean * g)`` and becomes the weighted op that
-computes it: a depthwise 1x1 conv (``[N, C, H, W]``, ``[N, C, L]``) or a diagonal linear
+computes it: a depthwise 1x1 conv (``[N, C, L]``, ``[N, C, H, W]``, ``[N, C, D, H, W]``) or a diagonal linear
 (``[N, C]``), which normalize rescales like any layer. No ``batchnorm`` is left.
 """
 from __future__ import annotations
@@ -62,12 +62,12 @@ def _as_affine(graph: Graph, bn, scale: torch.Tensor, shift: torch.Tensor) -> No
     c = scale.numel()
     if rank == 2:
         op, attrs, weight = "linear", {}, torch.diag(scale)
-    elif rank in (3, 4):
-        op = "conv1d" if rank == 3 else "conv2d"
+    elif rank in (3, 4, 5):
+        op = f"conv{rank - 2}d"
         attrs = {"stride": 1, "padding": 0, "dilation": 1, "groups": c}
         weight = scale.reshape((c, 1) + (1,) * (rank - 2))
     else:
         raise UnsupportedOpError(f"fold-batchnorm: {bn.describe()} normalizes a value of shape {bn.shape}; only "
-                                 "[N, C], [N, C, L] and [N, C, H, W] batch norms convert")
+                                 "[N, C], [N, C, L], [N, C, H, W] and [N, C, D, H, W] batch norms convert")
     new = graph.replace(bn, op, attrs=attrs, params={"weight": weight.float(), "bias": shift.float()})
     new.meta["folded"] = [f"batchnorm %{bn.id} alone: a per-channel affine ({'diagonal linear' if rank == 2 else 'depthwise 1x1'})"]

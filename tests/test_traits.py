@@ -40,7 +40,7 @@ def scratch_ops():
 
 
 def test_trait_sets_of_the_standard_ops():
-    assert set(ops_with("weighted")) == {"conv1d", "conv2d", "linear"}
+    assert set(ops_with("weighted")) == {"conv1d", "conv2d", "conv3d", "linear"}
     assert set(ops_with("shape")) == {"flatten", "reshape", "dropout", "identity"}
     assert set(ops_with("layout")) == {"flatten", "reshape"}
     # rearrangements: every output element is one input element (activation scales go through)

@@ -81,6 +81,11 @@ def global_avgpool_steps(x, in_shape: tuple) -> list[Step]:
     """The mean over every spatial position, keeping the dims (``x.mean((2, 3), keepdim=True)``,
     ``nn.AdaptiveAvgPool2d(1)``, ONNX ``GlobalAveragePool``) -> adaptive pool to size 1."""
     out = (in_shape[0],) + (1,) * (len(in_shape) - 1)
+    if len(in_shape) > 3:  # 3-D data: the mean over all positions, as a 2-D pool of one row of them
+        c, positions = in_shape[0], math.prod(int(d) for d in in_shape[1:])
+        return [("reshape", [x], {"shape": (c, 1, positions)}, {}),
+                ("adaptive_avgpool2d", [PREV], {"output_size": (1, 1)}, {}),
+                ("reshape", [PREV], {"shape": out}, {})]
     return pool_steps("adaptive_avgpool2d", x, in_shape, out, {"output_size": (1,) * (len(in_shape) - 1)})
 
 

@@ -13,7 +13,7 @@ import operator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.modules.utils import _single
+from torch.nn.modules.utils import _single, _triple
 
 from .canonical import PREV, global_avgpool_steps, pool_steps
 from .fx_site import Site, bind
@@ -165,6 +165,13 @@ def _pool1d(site: Site, op2d: str, a: dict):
     return pool_steps(op2d, x, tuple(x.shape[1:]), tuple(site.out.shape[1:]), attrs)
 
 
+def _global3d(site: Site, x, size):
+    """``F.adaptive_avg_pool3d(x, 1)`` / ``nn.AdaptiveAvgPool3d(1)``: the global mean of 3-D data."""
+    if not site.is_ir(x) or x.shape is None or len(x.shape) != 5 or any(int(s) != 1 for s in _triple(size)):
+        return None
+    return global_avgpool_steps(x, tuple(x.shape[1:]))
+
+
 def _adaptive1d(site: Site, x, size):
     if not site.is_ir(x) or x.shape is None or len(x.shape) != 3 or size is None:
         return None
@@ -178,6 +185,7 @@ LAYOUT_FUNCTIONS = {
     torch.squeeze: reshape_rule, torch.unsqueeze: reshape_rule,
     F.max_pool1d: lambda s: _pool1d(s, "maxpool2d", bind(_maxpool1d_sig, s.args, s.kwargs)),
     F.avg_pool1d: lambda s: _pool1d(s, "avgpool2d", bind(_avgpool1d_sig, s.args, s.kwargs)),
+    F.adaptive_avg_pool3d: lambda s: _global3d(s, s.args[0], s.args[1] if len(s.args) > 1 else s.kwargs.get("output_size")),
     F.adaptive_avg_pool1d: lambda s: _adaptive1d(s, s.args[0], s.args[1] if len(s.args) > 1 else s.kwargs.get("output_size")),
 }
 LAYOUT_METHODS = {
@@ -202,6 +210,8 @@ def convert_layout_module(mod: nn.Module, site: Site):
         return _pool1d(site, "avgpool2d", {"input": x, "kernel_size": mod.kernel_size, "stride": mod.stride,
                                            "padding": mod.padding, "ceil_mode": mod.ceil_mode,
                                            "count_include_pad": mod.count_include_pad})
+    if type(mod) is nn.AdaptiveAvgPool3d:
+        return _global3d(site, x, mod.output_size)
     if type(mod) is nn.AdaptiveAvgPool1d:
         return _adaptive1d(site, x, _single(mod.output_size)[0])
     if type(mod) is nn.Flatten:

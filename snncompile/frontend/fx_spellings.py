@@ -18,7 +18,7 @@ import operator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.modules.utils import _pair, _single
+from torch.nn.modules.utils import _pair, _single, _triple
 
 from .canonical import batchnorm_steps, clip_steps, mul_const_steps
 from .fx_activations import activation_of_function, activation_of_method, activation_of_module
@@ -55,7 +55,9 @@ def _conv(site, pad):
     w, b = _tensor_param(a["weight"], "weight"), _tensor_param(a["bias"], "bias")
     if w is False or w is None or b is False:
         return None  # weights computed in the graph: not a conv we can fold
-    op = "conv1d" if w.dim() == 3 else "conv2d"
+    op = {3: "conv1d", 4: "conv2d", 5: "conv3d"}.get(w.dim())
+    if op is None:
+        return None
     attrs = {"stride": pad(a["stride"]), "padding": a["padding"] if isinstance(a["padding"], str) else pad(a["padding"]),
              "dilation": pad(a["dilation"]), "groups": int(a["groups"])}
     params = {"weight": w} | ({"bias": b} if b is not None else {})
@@ -129,7 +131,7 @@ def _dropout(site):
 _FUNCTIONS = {
     F.relu: _relu, torch.relu: _relu, torch.relu_: _relu, F.relu_: _relu,
     torch.clamp: _clamp, torch.clip: _clamp, torch.clamp_min: _clamp_min,
-    F.conv1d: lambda s: _conv(s, _single), F.conv2d: lambda s: _conv(s, _pair),
+    F.conv1d: lambda s: _conv(s, _single), F.conv2d: lambda s: _conv(s, _pair), F.conv3d: lambda s: _conv(s, _triple),
     F.avg_pool2d: lambda s: ("avgpool2d", [_bind(_avgpool_sig, s.args, s.kwargs)["input"]],
                              _pool_attrs(_bind(_avgpool_sig, s.args, s.kwargs), False), {}),
     F.max_pool2d: lambda s: None if _bind(_maxpool_sig, s.args, s.kwargs)["return_indices"] else
@@ -201,20 +203,20 @@ def convert_method(site: Site):
 def convert_module(mod: nn.Module, site: Site):
     """Canonicalise a call to a leaf module; None when the module type has no canonical op."""
     x = site.args[0] if site.args else None
-    if isinstance(mod, (nn.Conv1d, nn.Conv2d)) and type(mod) in (nn.Conv1d, nn.Conv2d):
+    if type(mod) in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
         if mod.padding_mode != "zeros":
             return None
-        pad = _single if isinstance(mod, nn.Conv1d) else _pair
+        pad, op = {nn.Conv1d: (_single, "conv1d"), nn.Conv2d: (_pair, "conv2d"), nn.Conv3d: (_triple, "conv3d")}[type(mod)]
         params = {"weight": mod.weight.detach().clone()}
         if mod.bias is not None:
             params["bias"] = mod.bias.detach().clone()
-        return ("conv1d" if isinstance(mod, nn.Conv1d) else "conv2d"), [x], {
+        return op, [x], {
             "stride": pad(mod.stride), "padding": mod.padding if isinstance(mod.padding, str) else pad(mod.padding),
             "dilation": pad(mod.dilation), "groups": mod.groups}, params
     if type(mod) is nn.Linear:
         params = {"weight": mod.weight.detach().clone()} | ({"bias": mod.bias.detach().clone()} if mod.bias is not None else {})
         return "linear", [x], {}, params
-    if type(mod) in (nn.BatchNorm1d, nn.BatchNorm2d):
+    if type(mod) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
         if mod.running_mean is None:
             return None
         w, b = (mod.weight.detach().clone(), mod.bias.detach().clone()) if mod.affine else (None, None)

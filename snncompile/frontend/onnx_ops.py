@@ -53,8 +53,8 @@ def fpad_order(begin, end) -> tuple[int, ...]:
 def _conv(n: OnnxNode):
     x, w = n.tensor(0), n.const(1, "weight")
     k = w.ndim - 2
-    if k not in (1, 2):
-        raise n.unsupported(f"is a {k}-D convolution", "snncompile has 1-D and 2-D convolutions")
+    if k not in (1, 2, 3):
+        raise n.unsupported(f"is a {k}-D convolution", "snncompile has 1-D, 2-D and 3-D convolutions")
     in_shape = n.shape(0)
     strides, dil = n.ints("strides", (1,) * k), n.ints("dilations", (1,) * k)
     begin, end = spatial_pads(n, in_shape[1:], w.shape[2:], strides, dil)
@@ -210,7 +210,7 @@ def _reduce_mean(n: OnnxNode):
     if axes is None and n.attr("noop_with_empty_axes", 0):
         return [("identity", [n.tensor(0)], {}, {})]
     axes = sorted(a % rank for a in axes) if axes else list(range(rank))
-    if axes != list(range(2, rank)) or rank not in (3, 4):
+    if axes != list(range(2, rank)) or rank not in (3, 4, 5):
         raise n.unsupported(f"takes the mean over axes {axes} of a {rank}-D tensor",
                             "snncompile reads ReduceMean only as a global average pool (the mean over all spatial dims)")
     steps = global_avgpool_steps(n.tensor(0), in_shape)
@@ -226,8 +226,8 @@ def _constant_add(n: OnnxNode, sign: float):
         raise n.unsupported("subtracts a graph tensor from a constant", "only x - constant folds into a bias")
     x, c = n.tensor(t), n.const(1 - t, "constant operand") * sign
     name = n.proto.input[t]
-    if x.op not in ("conv1d", "conv2d", "linear") or n.uses.get(name, 0) != 1:
-        why = f"{name!r} comes from a {x.op}" if x.op not in ("conv1d", "conv2d", "linear") else \
+    if x.op not in ("conv1d", "conv2d", "conv3d", "linear") or n.uses.get(name, 0) != 1:
+        why = f"{name!r} comes from a {x.op}" if x.op not in ("conv1d", "conv2d", "conv3d", "linear") else \
             f"{name!r} is also read elsewhere"
         raise n.unsupported(f"adds a constant to a graph tensor, and {why}",
                             "snncompile folds a constant add only into the bias of the Conv/Gemm/MatMul directly "

@@ -94,6 +94,8 @@ for _op in [
     OpDef("output", None, shape_rule=same_shape, doc="the graph's result(s)"),
     OpDef("conv1d", 1, dict(_conv_attrs), ("weight",), ("bias",), F.conv1d, traits={"weighted"}),
     OpDef("conv2d", 1, dict(_conv_attrs), ("weight",), ("bias",), F.conv2d, traits={"weighted"}),
+    OpDef("conv3d", 1, dict(_conv_attrs), ("weight",), ("bias",), F.conv3d, traits={"weighted"},
+          doc="3-D convolution (video, volumes); 3-D data converts with convs and global pools"),
     OpDef("linear", 1, {}, ("weight",), ("bias",), F.linear, traits={"weighted"}),
     OpDef("batchnorm", 1, {"eps": Attr(float, 1e-5, low=0.0)}, ("running_mean", "running_var"), ("weight", "bias"),
           F.batch_norm, _bind_bn, doc="inference batch norm over dim 1"),

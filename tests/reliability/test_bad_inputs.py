@@ -215,7 +215,7 @@ ENTRY_CASES = [
     (lambda: _SNN()(torch.rand(2, 5)), ConfigError, ["traced for inputs", "[N, 4]"]),
     (lambda: _SNN()(torch.full((2, 4), float("nan"))), SnnCompileError, ["NaN", "allow_nonfinite"]),
     (lambda: snncompile.load("/nonexistent/dir/net.snn"), SnnCompileError, ["/nonexistent/dir/net.snn"]),
-    (lambda: snncompile.ops.get_op("conv3d"), ConfigError, ["unknown op 'conv3d'", "register_op"]),
+    (lambda: snncompile.ops.get_op("conv4d"), ConfigError, ["unknown op 'conv4d'", "register_op"]),
     (lambda: snncompile.ops.has_trait("conv2d", "weigthed"), ConfigError, ["unknown op trait 'weigthed'", "weighted"]),
 ]
 
