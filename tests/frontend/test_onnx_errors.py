@@ -134,14 +134,15 @@ def _one(op, shape, inputs=("x",), inits=None, opset=13, **attrs):
     (lambda: _one("Mul", (4,), ("x", "k"), {"k": rand(4)}), ["Mul node 'n'", "shape [4]"]),
     (lambda: _one("Mul", (4,), ("x", "x")), ["multiplies two graph tensors"]),
     (lambda: _one("Pad", (2, 4, 4), ("x", "p"), {"p": np.array([0, 1, 0, 0, 0, 1, 0, 0], I64)}), ["channel dim"]),
-    (lambda: _one("Conv", (1, 4, 4, 4), ("x", "W"), {"W": rand(2, 1, 3, 3, 3)}, kernel_shape=[3, 3, 3]), ["3-D"]),
+    (lambda: _one("Conv", (1, 4, 4, 4, 4), ("x", "W"), {"W": rand(2, 1, 3, 3, 3, 3)}, kernel_shape=[3, 3, 3, 3]),
+     ["4-D"]),
     (lambda: _one("MatMul", (6,), ("x", "x")), ["MatMul node 'n'", "two graph tensors"]),
     (lambda: _one("BatchNormalization", (3, 2, 2), ("x", "s", "s", "s", "s"), {"s": np.ones(3, np.float32)},
                   opset=15, training_mode=1), ["training mode"]),
     (lambda: _one("ReduceMean", (3, 4, 4), axes=[1]), ["ReduceMean node 'n'", "global average pool"]),
 ], ids=["cast_to_int", "gemm_transA", "flatten_axis0", "flatten_axis2_channels", "transpose_batch", "reshape_mixes_batch",
         "reshape_literal_batch", "add_constant_without_layer", "concat_axis0", "split_axis0", "maxpool_asym",
-        "mul_per_channel", "mul_two_tensors", "pad_channels", "conv3d", "matmul_two_tensors", "bn_training",
+        "mul_per_channel", "mul_two_tensors", "pad_channels", "conv4d", "matmul_two_tensors", "bn_training",
         "reducemean_channels"])
 def test_forms_the_op_table_cannot_express(model, words):
     _raises(model(), UnsupportedOpError, *words)
