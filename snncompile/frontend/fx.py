@@ -199,28 +199,24 @@ class _Converter:
         site = Site(n, tuple(args), dict(kwargs), out, self.is_ir, self.batch)
         if not isinstance(out, torch.Tensor):
             return self._tuple_call(n, site, args, kwargs)
-        rule = None
         if n.op == "call_module":
             mod = self.gm.get_submodule(n.target)
             conv = _LEAF_TYPES.get(type(mod))
             rule = conv(mod, site) if conv else convert_module(mod, site)
-            target, tname = (copy.deepcopy(mod), type(mod).__name__)
             activation = None if conv else activation_of_module(mod)
         elif n.op == "call_function":
-            rule = convert_function(site)
-            target, tname = n.target, getattr(n.target, "__name__", str(n.target))
-            activation = activation_of_function(n.target)
+            rule, activation = convert_function(site), activation_of_function(n.target)
         else:
-            rule = convert_method(site)
-            target, tname = getattr(torch.Tensor, n.target), f"Tensor.{n.target}"
-            activation = activation_of_method(n.target)
+            rule, activation = convert_method(site), activation_of_method(n.target)
         if isinstance(rule, list):
             node = self._add_steps(rule, n)
         elif rule is not None:
             op, ins, attrs, params = rule
             node = self._add(op, ins, attrs, params, n)
         else:
-            node = self._opaque(n, target, tname, args, kwargs, activation)
+            call, found = self._opaque_call(n, args, kwargs)
+            attrs = {"target": call, "name": call.__qualname__} | ({"activation": activation} if activation else {})
+            node = self._add("opaque", found, attrs, {}, n)
         src = n.args[0] if n.args else None
         if isinstance(src, fx.Node) and self.values.get(src) is out:
             self.env[src] = node  # an in-place op: later reads of its input see the new value
@@ -242,27 +238,26 @@ class _Converter:
         if results is not None:
             nodes = tuple(self._add(op, ins, attrs, {}, n, value=v) for (op, ins, attrs), v in zip(results, site.out))
         else:
-            if n.op == "call_module":
-                target, tname = copy.deepcopy(self.gm.get_submodule(n.target)), type(self.gm.get_submodule(n.target)).__name__
-            elif n.op == "call_function":
-                target, tname = n.target, getattr(n.target, "__name__", str(n.target))
-            else:
-                target, tname = getattr(torch.Tensor, n.target), f"Tensor.{n.target}"
-            found: list[Node] = []
-            template, kw = _holes(tuple(args), found), _holes(dict(kwargs), found)
-            call = OpaqueCall(target, template, kw, tname)
-            nodes = tuple(None if v is None else self._add("opaque", list(found), {"target": _Item(call, i),
-                                                                                    "name": f"{tname}[{i}]"}, {}, n, value=v)
-                          for i, v in enumerate(site.out))
+            call, found = self._opaque_call(n, args, kwargs)
+            nodes = tuple(None if v is None else self._add("opaque", list(found), {
+                "target": _Item(call, i), "name": f"{call.__qualname__}[{i}]"}, {}, n, value=v)
+                for i, v in enumerate(site.out))
         self.elements.extend(e for e in nodes if e is not None)
         return nodes
 
-    def _opaque(self, n, target, tname, args, kwargs, activation: str | None = None) -> Node:
+    def _opaque_call(self, n: fx.Node, args, kwargs) -> tuple[OpaqueCall, list[Node]]:
+        """What ``n`` calls, kept as it is (a module: a copy), with a hole wherever a graph tensor
+        goes; and those tensors, the opaque node's inputs, in order."""
+        if n.op == "call_module":
+            mod = self.gm.get_submodule(n.target)
+            target, tname = copy.deepcopy(mod), type(mod).__name__
+        elif n.op == "call_function":
+            target, tname = n.target, getattr(n.target, "__name__", str(n.target))
+        else:
+            target, tname = getattr(torch.Tensor, n.target), f"Tensor.{n.target}"
         found: list[Node] = []
         template, kw = _holes(tuple(args), found), _holes(dict(kwargs), found)
-        call = OpaqueCall(target, template, kw, tname)
-        attrs = {"target": call, "name": tname} | ({"activation": activation} if activation else {})
-        return self._add("opaque", found, attrs, {}, n)
+        return OpaqueCall(target, template, kw, tname), found
 
 
 def _contains_tensor(v) -> bool:

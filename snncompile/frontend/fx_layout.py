@@ -57,11 +57,15 @@ def _dim(d: int, ndim: int) -> int | None:
     return None if d == 0 else d
 
 
+_SPLIT_FUNCTIONS = {torch.chunk: "chunk", torch.split: "split", torch.functional.split: "split",
+                    torch.tensor_split: "tensor_split", torch.unbind: "unbind"}
+
+
 def split_results(site: Site):
     """chunk / split / tensor_split / unbind along a non-batch dim -> one ``(op, [x], attrs)`` per
     result (``slice`` or ``select``); None for other calls."""
     fn = site.node.target
-    name = fn if isinstance(fn, str) else getattr(fn, "__name__", "")
+    name = fn if site.node.op == "call_method" else _SPLIT_FUNCTIONS.get(fn) if site.node.op == "call_function" else None
     if name not in ("chunk", "split", "tensor_split", "unbind", "split_with_sizes"):
         return None
     x = site.args[0] if site.args else site.kwargs.get("input")
