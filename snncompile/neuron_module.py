@@ -46,7 +46,8 @@ class SpikingNeuron(PerThreadState, torch.nn.Module):
     Takes ``[T*N, ...]`` (sequence) or ``[N, ...]`` (static input) and returns ``[T*N, ...]``
     spikes, or with ``sumpool=k`` (the fused neuron + sum pool op) their k x k window sums.
     Keeps its membrane between calls (``reset()`` clears it) so streaming ``step()`` works, and
-    counts spikes for firing rates when ``record_rates`` is on (a signed spike counts as one);
+    counts spikes for firing rates when ``record_rates`` is on (by value: a signed spike counts as
+    one, a multi-spike count of k as k, so a rate can exceed 1 per step);
     the membrane, the counts and ``record_rates`` are per thread.
 
     ``state_dict()`` carries the neuron's settings beside the threshold: the ``settings`` buffer
@@ -130,10 +131,10 @@ class SpikingNeuron(PerThreadState, torch.nn.Module):
         s, v = run_neuron(xs, self.threshold, self.spec, T, v, self.backend, self.sumpool, leak=self.leak)
         self.v = v.detach() if self.spec.surrogate is None else v
         if self.record_rates:
-            counts = s.detach().float()
-            if self.spec.family.spikes == "signed":
-                counts = counts.abs()  # a -1 spike is a spike (signed neurons are never fused with a pool)
-            self.spike_count += float(counts.sum())  # pooled sums keep the total
+            # the values, not the nonzeros: a step with a count of 3 is 3 spikes (multi-spike
+            # families), a -1 is one spike (signed ones, never fused with a pool)
+            counts = s.detach().float().abs()
+            self.spike_count += float(counts.sum())  # pooled sums of counts keep the total
             # fused: each output is a k x k window sum; rows a floor pool drops are not counted
             self.neuron_steps += s.numel() * (self.sumpool or 1) ** 2
         return s.reshape((-1,) + tuple(s.shape[2:]))

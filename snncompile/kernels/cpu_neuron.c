@@ -23,7 +23,8 @@
  * at once into out[t, p]; the spike tensor is never written. A thread takes a group of
  * consecutive planes (about SNN_POOL_GROUP_BYTES of membrane) and runs the T loop outside the
  * plane loop, so each step reads and writes one run of g planes, not g short runs far apart.
- * Sums of up to k*k values in {-1, 0, 1} are exact in fp32 in any order, so the result equals
+ * Sums of up to k*k spike values (0/1, or multi-spike counts up to max_spikes <= 2^16) are exact
+ * in fp32 in any order, so the result equals
  * avg_pool2d(spikes, k, k, divisor_override=1) of the reference's spikes, and v is the
  * reference's bit for bit.
  */

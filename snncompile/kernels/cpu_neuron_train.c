@@ -4,10 +4,10 @@
  * variant, the latter written once for all families in family.bptt_step, the same step the CUDA
  * kernels run), then cpu_neuron_loops.h (snn_run), then this file:
  *
- *   u_t = charge(v_{t-1}, x_t);  h_t = u_t - theta;  s_t = fire(u_t);  v_t = reset(u_t, s_t)
- *
- * walked backwards t = T-1..0 carrying gv = dL/dv_t. The surrogate's derivative is the macro
- * SURROGATE_GRAD(x, alpha), defined by the build (one library per surrogate, see cpu_train.py).
+ *   u_t = charge(v_{t-1}, x_t);  h_t = u_t - theta (multi-spike: u_t / theta - 1);  s_t = fire(u_t);
+ *   v_t = reset(u_t, s_t), walked backwards t = T-1..0 carrying gv = dL/dv_t. The surrogate's
+ * derivative is the macro SURROGATE_GRAD(x, alpha), defined by the build (one library per
+ * surrogate, see cpu_train.py).
  *
  * Layout as in cpu_neuron.c: x is [T, M] (sequence) or [M] (static), spikes/h [T, M], v [M];
  * neuron i uses theta[(i / inner) % n_theta]. A block of SNN_TRAIN_BLOCK neurons runs all T

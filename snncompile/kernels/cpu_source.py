@@ -66,7 +66,7 @@ def _step_case(i, name, values) -> str:
     A = CAlgebra()
     p = _param_syms(fam, dict(values), A)
     u = A.let("u", fam.charge(A, Sym("v"), Sym("x"), p))
-    h, s = fire(A, u, Sym("th"), fam.spikes)
+    h, s = fire(A, u, Sym("th"), fam.spikes, p)
     h, s = A.let("h", h), A.let("s", s)
     A.lines.append(f"o.v = {reset(A, u, s, Sym('th'), p, dict(values)['reset'])}; o.s = s; o.h = h; return o;")
     return _case(i, name, values, A.lines)

@@ -1,4 +1,4 @@
-"""Training on the CPU backend: the fused forward (saving h = v - theta) and BPTT backward in C,
+"""Training on the CPU backend: the fused forward (saving fire's h, e.g. u - theta) and BPTT backward in C,
 as one autograd node per neuron layer.
 
 ``cpu_neuron_train.c`` is built once per surrogate (its derivative is the same C expression the

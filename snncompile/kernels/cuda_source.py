@@ -15,10 +15,12 @@ The step is the family's own: ``charge``, then ``fire`` and ``reset`` (snncompil
 rendered by ``CAlgebra(cuda=True)`` into ``neuron_step``; the backward renders ``bptt_step``.
 The family's float parameters reach the kernel as one ``float`` argument each plus its fp32
 reciprocal (``p_<name>``, ``p_<name>_inv``; :func:`kernel_signature` lists them), so a
-registered family needs no edit here. Each source has one ``extern "C"`` kernel,
-``spec.kernel_name``; see cuda_templates.py for the thread mapping. Training saves
-``h = u - theta`` with the +1 spike in its sign bit, so rounding h to fp16/bf16 never changes
-which steps spiked. Each source keeps its helpers in its own namespace, so sources concatenate.
+registered family needs no edit here (an int parameter, a multi-spike family's ``max_spikes``,
+comes as an exact float). Each source has one ``extern "C"`` kernel, ``spec.kernel_name``; see
+cuda_templates.py for the thread mapping. Training saves fire's ``h`` (``u - theta``; a
+multi-spike family's ``u/theta - 1``) with the +1 spike in its sign bit, so rounding h to
+fp16/bf16 never changes which steps spiked. Each source keeps its helpers in its own namespace,
+so sources concatenate.
 Only ``<cuda_fp16.h>`` is included (CuPy bundles it for NVRTC); bf16 is converted by hand.
 """
 from __future__ import annotations
@@ -171,7 +173,7 @@ def render_step(spec: Specialisation) -> str:
     else:
         theta = Sym("theta")
         u = A.let("step_u", fam.charge(A, Sym("v_prev"), Sym("x_t"), p))
-        h, s = fire(A, u, theta, fam.spikes)
+        h, s = fire(A, u, theta, fam.spikes, p)
         h, s = A.let("step_h", h), A.let("step_s", s)
         v = A.let("step_v", reset(A, u, s, theta, p, mode))
         head = ("SNN_HD void neuron_step(float v_prev, float x_t, float theta, const Params& P, "

@@ -41,6 +41,7 @@ namespace ${NAME}_impl {
 #define SNN_PTX_OP(name, op) __device__ __forceinline__ float name(float a, float b) { \
   float r; asm(op " %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
 SNN_PTX_OP(f32_add, "add.rn.f32") SNN_PTX_OP(f32_sub, "sub.rn.f32") SNN_PTX_OP(f32_mul, "mul.rn.f32")
+SNN_PTX_OP(f32_div, "div.rn.f32")
 __device__ __forceinline__ bool f32_ge0(float a) {  // a >= 0, IEEE (a denormal is not zero)
   unsigned r; asm("{ .reg .pred p; setp.ge.f32 p, %1, 0f00000000; selp.u32 %0, 1, 0, p; }" : "=r"(r) : "f"(a));
   return r != 0;
@@ -51,6 +52,7 @@ __device__ __forceinline__ float bits_f32(unsigned u) { return __uint_as_float(u
 inline float f32_add(float a, float b) { return a + b; }
 inline float f32_sub(float a, float b) { return a - b; }
 inline float f32_mul(float a, float b) { return a * b; }
+inline float f32_div(float a, float b) { return a / b; }
 inline bool f32_ge0(float a) { return a >= 0.0f; }
 inline unsigned f32_bits(float a) { union { float f; unsigned u; } c; c.f = a; return c.u; }
 inline float bits_f32(unsigned u) { union { unsigned u; float f; } c; c.u = u; return c.f; }
@@ -60,7 +62,7 @@ template <typename T> SNN_HD T from_f32(float a);
 template <> SNN_HD float from_f32<float>(float a) { return a; }
 ${TYPE_SUPPORT}
 typedef ${IO_T} io_t;  // x, spikes and grad_x in memory; state and arithmetic are fp32
-typedef ${H_T} h_t;  // saved h = u - theta of each step, its sign bit = the +1 spike (training)
+typedef ${H_T} h_t;  // saved h of each step (u - theta, multi: u/theta - 1), sign bit = the +1 spike
 constexpr int VEC = ${VEC};  // neurons per thread: one 16-byte access of io_t
 constexpr bool PER_CHANNEL = ${PER_CHANNEL};  // theta[(i / inner) % C], else theta[0]
 constexpr bool STATIC_INPUT = ${STATIC_INPUT};  // x is one step [N...]: read once, used T times

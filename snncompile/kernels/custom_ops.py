@@ -53,8 +53,8 @@ def _dtype(name: str) -> torch.dtype:
 
 def torch_forward(x, theta, v, spec, lay, train=False, h_dtype=torch.float32, sumpool=None):
     """The forward kernels' loop in plain torch (any device); same outputs as ``cuda_kernels.forward``:
-    per step the family's charge, fire and reset; training saves ``h = u - theta`` with the +1
-    spike in its sign bit."""
+    per step the family's charge, fire and reset; training saves fire's ``h`` (``u - theta``, or
+    ``u/theta - 1`` for a multi-spike family) with the +1 spike in its sign bit."""
     family, p, A = spec.family, ParamView(spec.params()), TorchAlgebra()
     th = theta_view(theta, lay)
     v = initial_v(theta, spec, lay) if v is None else v.clone()
@@ -62,7 +62,7 @@ def torch_forward(x, theta, v, spec, lay, train=False, h_dtype=torch.float32, su
     h = torch.empty((lay.T,) + lay.step, dtype=h_dtype, device=x.device) if train else None
     for t in range(lay.T):
         u = family.charge(A, v, (x if spec.input_kind == "static" else x[t]).float(), p)
-        ht, s = fire(A, u, th, family.spikes)
+        ht, s = fire(A, u, th, family.spikes, p)
         v = reset(A, u, s, th, p, spec.reset)
         spikes[t] = s.to(x.dtype)
         if train:

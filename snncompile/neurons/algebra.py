@@ -7,13 +7,17 @@ renders C for the CPU kernels (plain operators: the build forbids FMA contractio
 ``cuda=True``, CUDA for the CuPy kernels (``f32_add``/``f32_sub``/``f32_mul`` PTX with
 round-to-nearest and no FTZ, and a division as a multiply by the host-computed fp32 reciprocal,
 which is what torch's CUDA division by a scalar does). Fire and reset are written once for all
-families in family.py against the same algebra.
+families in family.py against the same algebra; the multi-spike fire adds a true division by a
+value (``true_div``: torch's tensor / tensor, C's ``/``, CUDA's ``div.rn.f32``), ``floor`` and the
+NaN-dropping ``minimum`` / ``maximum`` (torch.fmin / fmax, C and CUDA fminf / fmaxf).
 
 Parameters reach a family as ``p.<name>``: Python values in torch, :class:`Sym` names in C.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
 
 __all__ = ["TorchAlgebra", "CAlgebra", "Sym", "Reciprocal", "ParamView"]
 
@@ -82,6 +86,58 @@ class TorchAlgebra:
     def const(c: float):
         return float(c)
 
+    @staticmethod
+    def true_div(a, b):
+        """``a / b`` correctly rounded: b as a tensor on a's device (torch's CUDA division by a
+        Python number multiplies by its reciprocal instead)."""
+        return a / (b if isinstance(b, torch.Tensor) else torch.tensor(float(b), device=a.device))
+
+    @staticmethod
+    def floor(a):
+        return torch.floor(a)
+
+    @staticmethod
+    def minimum(a, b):
+        """The smaller of a and b; a NaN loses (C's fminf)."""
+        return torch.fmin(a, _like(b, a))
+
+    @staticmethod
+    def maximum(a, b):
+        """The larger of a and b; a NaN loses (C's fmaxf)."""
+        return torch.fmax(a, _like(b, a))
+
+    def with_surrogate(self, value, h_fn):
+        """``value`` (a count), whose derivative through ``h = h_fn()`` is the surrogate's at h
+        (none through value itself); plain ``value`` when no gradient is wanted."""
+        if self.surrogate is None or not torch.is_grad_enabled():
+            return value
+        h = h_fn()
+        if not h.requires_grad:
+            return value
+        from ..surrogate import get_surrogate
+        sur = get_surrogate(self.surrogate)
+        return _SurrogateValue.apply(value, h, sur.name, sur.default_alpha if self.alpha is None else float(self.alpha))
+
+
+def _like(b, a):
+    return b if isinstance(b, torch.Tensor) else torch.tensor(float(b), dtype=a.dtype, device=a.device)
+
+
+class _SurrogateValue(torch.autograd.Function):
+    """Forward: the value; backward: the gradient times the surrogate at h, into h."""
+
+    @staticmethod
+    def forward(ctx, value, h, name, alpha):
+        ctx.save_for_backward(h)
+        ctx.name, ctx.alpha = name, alpha
+        return value.detach().clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        from ..surrogate import SURROGATES
+        (h,) = ctx.saved_tensors
+        return None, g * SURROGATES[ctx.name].grad(h.float(), ctx.alpha).to(g.dtype), None, None
+
 
 @dataclass(frozen=True)
 class Sym:
@@ -92,6 +148,16 @@ class Sym:
 
     def __str__(self) -> str:
         return self.name
+
+
+def _nan_test(b) -> str:
+    """`` || b != b`` (b is NaN: the other operand wins), left out for a number literal."""
+    try:
+        if str(b).endswith("f") and float(str(b)[:-1]) == float(str(b)[:-1]):
+            return ""
+    except ValueError:
+        pass
+    return f" || {b} != {b}"
 
 
 class CAlgebra:
@@ -138,6 +204,27 @@ class CAlgebra:
 
     def step(self, x) -> str:
         return f"(f32_ge0({x}) ? 1.0f : 0.0f)" if self.cuda else f"(({x}) >= 0.0f ? 1.0f : 0.0f)"
+
+    def true_div(self, a, b) -> str:
+        """``a / b`` correctly rounded (CUDA: ``div.rn.f32``; C: ``/`` without fast math)."""
+        return self._op("f32_div", "/", a, b)
+
+    @staticmethod
+    def floor(a) -> str:
+        return f"floorf({a})"
+
+    def minimum(self, a, b) -> str:
+        """fminf; in C a select gcc vectorises (libm's fminf is a call), NaN-dropping alike."""
+        return f"fminf({a}, {b})" if self.cuda else f"({a} < {b}{_nan_test(b)} ? {a} : {b})"
+
+    def maximum(self, a, b) -> str:
+        """fmaxf; in C a select, as :meth:`minimum`."""
+        return f"fmaxf({a}, {b})" if self.cuda else f"({a} > {b}{_nan_test(b)} ? {a} : {b})"
+
+    @staticmethod
+    def with_surrogate(value, h_fn) -> str:
+        """The forward value (kernels take the surrogate in their own backward)."""
+        return value
 
     @staticmethod
     def const(c: float) -> str:

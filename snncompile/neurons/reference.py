@@ -68,7 +68,7 @@ def neuron_reference(x: torch.Tensor, theta, spec: NeuronSpec, T: int | None = N
     for t in range(T):
         xt = (x if spec.input_kind == "static" else x[t]).float()
         u = family.charge(A, v, xt, p)
-        _, s = fire(A, u, th, family.spikes)
+        _, s = fire(A, u, th, family.spikes, p)
         v = reset(A, u, s.detach() if spec.detach_reset else s, th, p, spec.reset)
         out.append(s.to(x.dtype))
     if T == 0:
