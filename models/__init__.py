@@ -26,6 +26,7 @@ __all__ = [
     "MLP",
     "MnistCNN",
     "VGG",
+    "CHECKPOINT_VARIANTS",
     "checkpoint_path",
     "example_input",
     "get_model",
@@ -74,6 +75,16 @@ MODELS: dict[str, ModelEntry] = _entries(
 )
 
 
+#: other checkpoints of the trained architectures (other seeds and recipes, see
+#: ``snncompile.recipes.train.VARIANTS``): a figure on one checkpoint is not a figure.
+#: ``get_model(name, pretrained=True, variant="s1")`` loads ``checkpoints/<name>_s1.pt``.
+CHECKPOINT_VARIANTS: dict[str, tuple[str, ...]] = {
+    "mnist_cnn": ("s1", "r2"),
+    "vgg_mnist": ("s1", "r2"),
+    "resnet20_mnist": ("s1", "r2"),
+}
+
+
 def _entry(name: str) -> ModelEntry:
     try:
         return MODELS[name]
@@ -82,17 +93,26 @@ def _entry(name: str) -> ModelEntry:
         raise KeyError(f"unknown model {name!r}; known models: {known}") from None
 
 
-def checkpoint_path(name: str) -> Path | None:
-    """Return where ``name``'s checkpoint lives (or None if it has none); may not exist yet."""
+def checkpoint_path(name: str, variant: str | None = None) -> Path | None:
+    """Return where ``name``'s checkpoint (or its ``variant``: one of ``CHECKPOINT_VARIANTS[name]``)
+    lives, or None if it has none; the file may not exist yet."""
     entry = _entry(name)
-    return None if entry.checkpoint is None else CHECKPOINT_DIR / entry.checkpoint
+    if entry.checkpoint is None:
+        return None
+    if variant is None:
+        return CHECKPOINT_DIR / entry.checkpoint
+    if variant not in CHECKPOINT_VARIANTS.get(name, ()):
+        known = ", ".join(CHECKPOINT_VARIANTS.get(name, ())) or "none"
+        raise KeyError(f"model {name!r} has no checkpoint variant {variant!r}; its variants: {known}")
+    return CHECKPOINT_DIR / f"{name}_{variant}.pt"
 
 
-def get_model(name: str, pretrained: bool = False) -> nn.Module:
+def get_model(name: str, pretrained: bool = False, variant: str | None = None) -> nn.Module:
     """Build registry model ``name`` in eval mode.
 
     With ``pretrained=True`` the float32 state_dict from
-    ``models/checkpoints/<name>.pt`` is loaded (``weights_only=True``).
+    ``models/checkpoints/<name>.pt`` (``<name>_<variant>.pt`` for a ``variant``) is loaded
+    (``weights_only=True``).
     Raises KeyError for an unknown name, ValueError if the model has no
     checkpoint, FileNotFoundError (naming the training command) if the file
     is missing.  Without ``pretrained`` weights are PyTorch's default init
@@ -101,13 +121,14 @@ def get_model(name: str, pretrained: bool = False) -> nn.Module:
     entry = _entry(name)
     model = entry.factory()
     if pretrained:
-        path = checkpoint_path(name)
+        path = checkpoint_path(name, variant)
         if path is None:
             raise ValueError(f"model {name!r} has no pretrained checkpoint")
         if not path.is_file():
+            how = f" --variant {variant}" if variant else ""
             raise FileNotFoundError(
                 f"checkpoint {path} not found; train it with "
-                f"`python -m snncompile.recipes.train {name}`"
+                f"`python -m snncompile.recipes.train {name}{how}`"
             )
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

@@ -24,7 +24,7 @@ from torch import nn
 from snncompile.models import CHECKPOINT_DIR, get_model
 from snncompile.models.data import mnist_split
 
-__all__ = ["TrainConfig", "DEFAULTS", "augment", "evaluate", "train", "main"]
+__all__ = ["TrainConfig", "DEFAULTS", "VARIANTS", "config_for", "augment", "evaluate", "train", "main"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,21 @@ DEFAULTS: dict[str, TrainConfig] = {
     "resnet20_mnist": TrainConfig(epochs=8, lr=0.05),
     "mlp": TrainConfig(epochs=20, lr=0.05),
 }
+
+
+#: the other checkpoints of each architecture (``snncompile.models.CHECKPOINT_VARIANTS``):
+#: "s1" is the default recipe with another seed; "r2" another recipe (no augmentation, a larger
+#: batch and learning rate, no weight decay on anything, half the warm-up) with a third seed.
+VARIANTS: dict[str, dict] = {
+    "s1": dict(seed=1),
+    "r2": dict(seed=2, augment=False, batch_size=128, lr=0.1, weight_decay=1e-4, warmup_epochs=0.5),
+}
+
+
+def config_for(name: str, variant: str | None = None) -> TrainConfig:
+    """The TrainConfig that trains ``name``'s checkpoint, or its ``variant`` (a key of VARIANTS)."""
+    base = DEFAULTS[name]
+    return base if variant is None else TrainConfig(**{**base.__dict__, **VARIANTS[variant]})
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -156,17 +171,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--variant", choices=sorted(VARIANTS),
+                        help="train the checkpoint variant (another seed or recipe) -> NAME_VARIANT.pt")
     parser.add_argument("--out", type=Path, help="checkpoint path (default models/checkpoints/NAME.pt)")
     args = parser.parse_args(argv)
 
-    base = DEFAULTS[args.name]
+    base = config_for(args.name, args.variant)
     overrides = {k: v for k, v in {
         "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
     }.items() if v is not None}
     if args.no_augment:
         overrides["augment"] = False
     cfg = TrainConfig(**{**base.__dict__, **overrides})
-    out = args.out if args.out is not None else CHECKPOINT_DIR / f"{args.name}.pt"
+    stem = args.name if args.variant is None else f"{args.name}_{args.variant}"
+    out = args.out if args.out is not None else CHECKPOINT_DIR / f"{stem}.pt"
 
     print(f"[{args.name}] {cfg}", flush=True)
     t0 = time.perf_counter()
