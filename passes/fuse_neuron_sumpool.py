@@ -42,11 +42,10 @@ class FuseNeuronSumpool:
             neuron = pool.inputs[0]
             if neuron.op != NEURON_OP or single_user(graph, neuron) is not pool:
                 continue
-            if get_family(neuron.attrs["family"]).spikes != "binary":
+            if get_family(neuron.attrs["family"]).spikes == "signed":
                 # window sums of +1/-1 spikes would hide how many spikes there were (firing rates,
-                # synaptic operations): signed neurons stay unfused. Multi-spike counts would sum
-                # exactly (the fused kernels are checked with them) but fuse only once the
-                # contract "binary families fuse" is widened (tests/test_traits.py pins it)
+                # synaptic operations): signed neurons stay unfused. Multi-spike counts sum
+                # exactly (the fused kernels are checked with them), so those fuse
                 continue
             k = _square(pool.attrs["kernel_size"])
             stride = _square(pool.attrs.get("stride") or pool.attrs["kernel_size"])

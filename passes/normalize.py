@@ -1,7 +1,9 @@
 """normalize: rescale weights so every ReLU's activation scale λ becomes 1 (threshold 1).
 
 Data-based normalization (Diehl 2015, Rueckauer 2017): λ_l is the max or the p-th percentile of
-ReLU l's output over calibration data, layer-wise (one λ) or channel-wise (one per channel).
+ReLU l's output over calibration data, layer-wise (one λ) or channel-wise (one per channel);
+mode "mse" takes instead the λ that minimises the squared rate error of an IF neuron at the T
+steps asked for (``_threshold_search``: a threshold chosen for the target T, not one percentile).
 Every conv/linear is rescaled ``W[o,i] <- W[o,i] * s_in[i] / s_out[o]``, ``b <- b / s_out``, where
 ``s_in`` is the scale its input carries and ``s_out`` the λ of the ReLU it feeds. We rescale
 weights (not thresholds): afterwards every neuron has threshold 1 and a spike means λ.
@@ -26,6 +28,7 @@ from snncompile.ir import Graph, Node
 from snncompile.ops import get_op, has_trait
 from snncompile.pipeline import PassContext, register_pass
 
+from ._threshold_search import mse_scale
 from ._walk import ceiling_of, is_relu_like, refuse_non_relu_activations
 
 __all__ = ["Normalize"]
@@ -48,11 +51,13 @@ class Normalize:
     p: float = 99.9
     granularity: str = "channel"
     scale: float = 1.0
+    T: int = 0
+    v_init: float = 0.5
     batch_size: int = 256
 
     def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
-        if self.mode not in ("max", "percentile", "fixed"):
-            raise ConfigError(f"normalize: mode must be 'max', 'percentile' or 'fixed', got {self.mode!r}")
+        if self.mode not in ("max", "percentile", "fixed", "mse"):
+            raise ConfigError(f"normalize: mode must be 'max', 'percentile', 'fixed' or 'mse', got {self.mode!r}")
         if self.granularity not in ("layer", "channel"):
             raise ConfigError(f"normalize: granularity must be 'layer' or 'channel', got {self.granularity!r}")
         if self.mode == "percentile" and not 0 < self.p <= 100:
@@ -60,13 +65,27 @@ class Normalize:
         if not (math.isfinite(self.scale) and self.scale > 0):
             raise ConfigError(f"normalize: scale={self.scale} must be a positive number (the activation scale "
                               "every ReLU gets in mode 'fixed': its largest expected output, e.g. 1.0)")
+        steps = self._steps(ctx)
         _refuse_unsupported(graph)
         relus = [n for n in graph.nodes if is_relu_like(n)]
-        lam = self._lambdas(graph, relus, ctx)
+        lam = self._lambdas(graph, relus, ctx, steps)
         _rescale(graph, lam)
         return graph
 
-    def _lambdas(self, graph: Graph, relus: list[Node], ctx: PassContext) -> dict[int, torch.Tensor]:
+    def _steps(self, ctx: PassContext) -> int:
+        """The T mode "mse" chooses λ for (0 for the other modes)."""
+        if self.mode != "mse":
+            return 0
+        T = self.T or ctx.T
+        if not isinstance(T, int) or isinstance(T, bool) or T < 1:
+            raise ConfigError(f"normalize: mode 'mse' chooses thresholds for a number of steps; give T (an int >= 1) "
+                              f"as normalize{{mode=mse T=4}} or compile(..., T=4), got T={T!r}")
+        if not 0.0 <= self.v_init < 1.0:
+            raise ConfigError(f"normalize: v_init={self.v_init} must be in [0, 1) (the neurons' starting membrane "
+                              "as a fraction of the threshold, as relu-to-if sets it)")
+        return T
+
+    def _lambdas(self, graph: Graph, relus: list[Node], ctx: PassContext, steps: int) -> dict[int, torch.Tensor]:
         if self.mode == "fixed":
             return {r.id: _capped(torch.tensor(float(self.scale)), r) for r in relus}
         poisson = ctx.options.get("encoding") == "poisson"  # its inputs are probabilities: check them here too
@@ -80,16 +99,25 @@ class Normalize:
             if st.count == 0:
                 raise CalibrationError(f"normalize: {r.describe()} has no calibration statistics — pass "
                                        "calibration data that reaches it, or use mode=fixed with a scale")
-            v = st.max(channelwise=cw) if self.mode == "max" else st.percentile(self.p, channelwise=cw)
-            v = v.detach().float().cpu()
-            layer_v = st.max(channelwise=False).float().cpu() if self.mode == "max" else \
-                st.percentile(self.p, channelwise=False).float().cpu()
+            v = self._scale_of(st, cw, steps)
+            layer_v = st.max(channelwise=False).float().cpu() if self.mode != "percentile" else \
+                self._scale_of(st, False, steps)
             # a channel that never fires in calibration keeps the layer's scale (any positive
             # value is exact for the ANN; this one keeps its weights in range)
             floor = torch.clamp(layer_v, min=1e-8)
             v = torch.where(v > 1e-6 * floor, v, floor)
             lam[r.id] = _capped(_broadcastable(v, r.shape), r)
         return lam
+
+
+    def _scale_of(self, st, channelwise: bool, steps: int) -> torch.Tensor:
+        if self.mode == "max":
+            v = st.max(channelwise=channelwise)
+        elif self.mode == "mse":
+            v = mse_scale(st, steps, self.v_init, channelwise)
+        else:
+            v = st.percentile(self.p, channelwise=channelwise)
+        return v.detach().float().cpu()
 
 
 def _capped(lam: torch.Tensor, r: Node) -> torch.Tensor:

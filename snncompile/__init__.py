@@ -10,7 +10,7 @@ keep a compiled SNN (safetensors and JSON, no pickle). See README.md for a tour.
 from __future__ import annotations
 
 from . import errors, layers, losses
-from .convert import compile, conversion_pipeline
+from .convert import FEW_STEPS, compile, conversion_pipeline, few_step_choice
 from .emit import emit, run_graph
 from .errors import SnnCompileError
 from .frontend.fx import trace
@@ -36,7 +36,7 @@ def from_onnx(model, **kwargs) -> Graph:
     return _from_onnx(model, **kwargs)
 
 
-__all__ = ["compile", "load", "from_onnx", "SerializationError", "conversion_pipeline", "to_trainable", "training_pipeline", "layers", "losses", "SpikingModule", "trace", "emit", "run_graph", "Graph", "Node", "Pipeline", "PassContext", "register_pass",
+__all__ = ["compile", "few_step_choice", "FEW_STEPS", "load", "from_onnx", "SerializationError", "conversion_pipeline", "to_trainable", "training_pipeline", "layers", "losses", "SpikingModule", "trace", "emit", "run_graph", "Graph", "Node", "Pipeline", "PassContext", "register_pass",
            "get_pass", "errors", "SnnCompileError",
            "neuron_families", "register_family", "get_family", "NeuronFamily", "NeuronSpec", "Param"]
 __version__ = "0.1.0"

@@ -18,7 +18,7 @@ from .pipeline import PassContext, Pipeline, get_pass
 from .runtime import SpikingModule
 from .runtime import check_steps as runtime_check_steps
 
-__all__ = ["conversion_pipeline", "compile", "choose_backend", "check_steps", "check_runnable", "check_model",
+__all__ = ["conversion_pipeline", "compile", "FEW_STEPS", "few_step_choice", "choose_backend", "check_steps", "check_runnable", "check_model",
            "is_onnx_model", "forward_input_names", "leaf_types", "graph_of", "example_on", "model_device",
            "encoding_spec"]
 
@@ -50,12 +50,47 @@ def _warn_train_mode(model: nn.Module) -> None:
                       "compile to say that is what you mean", stacklevel=3)
 
 
+#: up to this many steps the automatic choice (``few_step_choice``) chooses thresholds for T and
+#: calibrates biases; above it rate coding has levels enough and the 99.9th percentile is as good
+FEW_STEPS = 16
+_CALIBRATE = ("none", "bias", "potential", "both")
+
+
+def few_step_choice(T: int) -> dict:
+    """The training-free combination ``compile(model, data, T=T)`` applies by itself, from
+    unlabeled calibration data only: for T <= FEW_STEPS thresholds chosen for T (normalize mode
+    "mse") and layer-wise bias calibration; above it the 99.9th percentile and no calibration
+    (measured: ``python benchmarks/low_latency.py``; the README's "Few time steps" section)."""
+    if T <= FEW_STEPS:
+        return {"mode": "mse", "calibrate": "bias"}
+    return {"mode": "percentile", "calibrate": "none"}
+
+
 def conversion_pipeline(*, mode: str = "percentile", p: float = 99.9, granularity: str = "channel",
                         scale: float = 1.0, v_init: float = 0.5, encoding: str = "direct",
-                        hoist: bool = True, **instruments) -> Pipeline:
+                        hoist: bool = True, calibrate: str = "none", T: int | None = None,
+                        **instruments) -> Pipeline:
     """The default ANN->SNN pipeline; ``instruments`` go to Pipeline (print_after, dump_dir...).
-    ``encoding`` is a method, or a list of methods, one per input (see ``encoding_spec``)."""
+    ``encoding`` is a method, or a list of methods, one per input (see ``encoding_spec``).
+    ``calibrate`` ("none", "bias", "potential", "both") adds calibrate-bias after the readout;
+    ``mode="auto"`` or ``calibrate="auto"`` take ``few_step_choice(T)`` (T needed). A given T is
+    written into the passes that choose for it (normalize mode "mse", calibrate-bias)."""
     encoding = encoding_spec(encoding, "conversion_pipeline")
+    if "auto" in (mode, calibrate):
+        if T is None:
+            raise ConfigError("conversion_pipeline: mode='auto' or calibrate='auto' chooses for a number of steps; "
+                              "give T=")
+        T = check_steps(T, "conversion_pipeline")
+        choice = few_step_choice(T)
+        mode = choice["mode"] if mode == "auto" else mode
+        calibrate = choice["calibrate"] if calibrate == "auto" else calibrate
+    if calibrate not in _CALIBRATE:
+        raise ConfigError(f"conversion_pipeline: calibrate must be one of {', '.join(_CALIBRATE)} or 'auto', "
+                          f"got {calibrate!r}")
+    for_T = {} if T is None else {"T": int(T)}
+    norm = dict(mode=mode, p=p, granularity=granularity, scale=scale)
+    if mode == "mse":  # it chooses λ for the steps and the starting membrane the neurons will have
+        norm.update(for_T, v_init=v_init)
     passes = [
         # one spelling per op; constants folded, so later passes match simple patterns
         get_pass("canonicalize"),
@@ -66,7 +101,7 @@ def conversion_pipeline(*, mode: str = "percentile", p: float = 99.9, granularit
         # avgpool -> sum pooling; its 1/k^2 moves into the next layer's weights
         get_pass("avgpool-to-sumpool"),
         # statistics are taken on the graph as it will spike (after the rewrites above)
-        get_pass("normalize", mode=mode, p=p, granularity=granularity, scale=scale),
+        get_pass("normalize", **norm),
         # every ReLU -> soft-reset IF neuron, threshold 1 (weights now carry the scales)
         get_pass("relu-to-if", v_init=v_init),
         # the other max pools now read spikes: gate them by spike counts so their rates converge
@@ -75,6 +110,9 @@ def conversion_pipeline(*, mode: str = "percentile", p: float = 99.9, granularit
         get_pass("encode-input", method=encoding),
         get_pass("readout"),
     ]
+    if calibrate != "none":
+        # layer by layer, the SNN's mean rates brought to the ANN's (needs the whole SNN, unlowered)
+        passes.append(get_pass("calibrate-bias", what=calibrate, **for_T))
     if hoist:
         # it needs the final set of neurons and encodings to know what is static
         passes.append(get_pass("hoist-static"))
@@ -213,8 +251,8 @@ def model_device(model: Any, device: Any, onnx: bool) -> torch.device:
 
 
 def compile(model: Any, calibration_data: Any, T: int = 32, *, example_input: Any = None,
-            normalize: str = "percentile", percentile: float = 99.9, granularity: str = "channel",
-            scale: float = 1.0, v_init: float = 0.5, encoding: str | Sequence[str] = "direct", hoist: bool = True,
+            normalize: str = "auto", percentile: float = 99.9, granularity: str = "channel",
+            scale: float = 1.0, v_init: float = 0.5, calibrate: str = "auto", encoding: str | Sequence[str] = "direct", hoist: bool = True,
             backend: str = "auto", pipeline: Pipeline | str | None = None, device=None,
             print_after=None, dump_dir: str | None = None, max_chunk_bytes: int = 64 << 20,
             allow_nonfinite: bool = False, leaf_modules: Any = ()) -> SpikingModule:
@@ -223,7 +261,9 @@ def compile(model: Any, calibration_data: Any, T: int = 32, *, example_input: An
     Takes the model (an nn.Module, never modified, or an ONNX model: a path ending in ".onnx" or
     an ``onnx.ModelProto``, read by ``snncompile.frontend.onnx.from_onnx``), calibration inputs,
     the default number of steps T and options for every pass (see ``conversion_pipeline``);
-    ``pipeline`` replaces the default passes; ``leaf_modules`` (nn.Module subclasses) go to
+    ``normalize="auto"`` and ``calibrate="auto"`` apply ``few_step_choice(T)``: at T <= 16 the
+    thresholds are chosen for T and the biases calibrated layer by layer (slower to compile, much
+    more accurate at few steps); ``pipeline`` replaces the default passes; ``leaf_modules`` (nn.Module subclasses) go to
     ``trace``, which keeps their instances as one opaque node each. Returns a SpikingModule whose
     ``snn(x)`` approximates ``model(x)`` better as T grows; ``snn.pipeline`` keeps every stage.
 
@@ -257,7 +297,7 @@ def compile(model: Any, calibration_data: Any, T: int = 32, *, example_input: An
         graph = graph_of(model, example_on(example_input, device, names, "compile"), leaves, "compile")
     if pipeline is None:
         pipe = conversion_pipeline(mode=normalize, p=percentile, granularity=granularity, scale=scale,
-                                   v_init=v_init, encoding=encoding, hoist=hoist,
+                                   v_init=v_init, encoding=encoding, hoist=hoist, calibrate=calibrate, T=T,
                                    print_after=print_after, dump_dir=dump_dir)
     else:
         pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline(pipeline, print_after=print_after,

@@ -105,6 +105,11 @@ class ActivationStats:
         self._require_data("histogram")
         return self._hist.clone()
 
+    def zero_count(self) -> torch.Tensor:
+        """Return how many exact zeros each channel saw ``[C]`` (int64; they sit in bin 0)."""
+        self._require_data("zero_count")
+        return self._zeros.clone()
+
     # -- collection ------------------------------------------------------------------------
     def update(self, x: torch.Tensor) -> None:
         """Record one batch ``x`` ([N, C, ...] or [N, F]; channels at ``channel_dim``).

@@ -95,7 +95,7 @@ def test_pass_options_reach_the_runtime_neuron():
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(neuron="izh"), r"neuron must be a neuron family \(if, lif, signed_if\), got 'izh'"),
+    (dict(neuron="izh"), r"neuron must be a neuron family \(if, lif, signed_if, multi_if\), got 'izh'"),
     (dict(surrogate="nope"), r"nope.*atan"),
     (dict(neuron="if", learn_leak=True), r"learn_leak"),
     (dict(neuron="lif", tau=1.0), r"tau"),
