@@ -20,16 +20,19 @@ __all__ = ["if_rate", "mse_scale"]
 _MAX_BINS = 512  # histograms are coarsened to this many bins (exactly: adjacent bins summed)
 
 
-def if_rate(z: torch.Tensor, T: int, v_init: float) -> torch.Tensor:
+def if_rate(z: torch.Tensor, T: int, v_init: float, max_spikes: int = 1) -> torch.Tensor:
     """The firing rate of a soft-reset IF neuron (threshold 1, membrane starting at ``v_init``)
-    fed the constant input ``z`` for ``T`` steps: ``clip(floor(T z + v_init), 0, T) / T``."""
-    return torch.clamp(torch.floor(T * z + v_init), 0, T) / T
+    fed the constant input ``z`` for ``T`` steps: ``clip(floor(T z + v_init), 0, T) / T``; a
+    multi-spike neuron (up to ``max_spikes`` a step) saturates at ``max_spikes`` instead of 1."""
+    return torch.clamp(torch.floor(T * z + v_init), 0, T * max_spikes) / T
 
 
-def mse_scale(st: ActivationStats, T: int, v_init: float, channelwise: bool, candidates: int = 64) -> torch.Tensor:
+def mse_scale(st: ActivationStats, T: int, v_init: float, channelwise: bool, candidates: int = 64,
+              max_spikes: int = 1) -> torch.Tensor:
     """The λ (a 0-d tensor, or one per channel [C]) that minimises the squared rate error of
     ``st``'s activations at ``T`` steps, searched over ``candidates`` values spaced geometrically
-    from 1/64 of the max to the max. Channels with no positive value get their max (0)."""
+    so that the neuron's saturation (``max_spikes`` λ) runs from 1/64 of the max to the max.
+    Channels with no positive value get their max (0)."""
     hist = st.histogram().double().cpu()
     hist[:, 0] -= st.zero_count().double().cpu()  # exact zeros: no error at any λ
     width = st.bin_width
@@ -44,8 +47,8 @@ def mse_scale(st: ActivationStats, T: int, v_init: float, channelwise: bool, can
     centers = (torch.arange(hist.shape[1], dtype=torch.float32) + 0.5) * width  # [B]
     top = st.max(channelwise=channelwise).float().reshape(-1).cpu()  # [C] or [1]
     centers = torch.minimum(centers.unsqueeze(0), top.unsqueeze(1))  # a bin never reads above the max
-    ratios = torch.logspace(-6, 0, candidates, base=2.0)  # 1/64 .. 1
+    ratios = torch.logspace(-6, 0, candidates, base=2.0) / max_spikes  # saturation at 1/64 .. 1 of the max
     lam = (top.unsqueeze(0) * ratios.unsqueeze(1)).clamp_min(1e-12).unsqueeze(2)  # [R, C, 1]
-    err = (hist * (centers - lam * if_rate(centers / lam, T, v_init)) ** 2).sum(2)  # [R, C]
+    err = (hist * (centers - lam * if_rate(centers / lam, T, v_init, max_spikes)) ** 2).sum(2)  # [R, C]
     best = lam.squeeze(2).gather(0, err.argmin(0, keepdim=True))[0]
     return best if channelwise else best[0]

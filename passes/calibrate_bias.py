@@ -6,7 +6,7 @@ ANN's activation by an error that is not zero on average (quantization of small 
 clipping, uneven spike arrival) and that grows with depth. With unlabeled calibration data,
 forward only, in the order of the graph: run the SNN up to neuron layer l for T steps, compare
 each channel's mean rate with the ANN's mean (clipped at the neuron's saturation, one spike
-per step), and move the error into
+per step; ``max_spikes`` for multi-spike neurons), and move the error into
 - ``bias``: the bias of the layer that feeds the neuron (an error e per step is a current e
   per step), or
 - ``potential``: the layer's starting membrane (``v_init``, one value per layer: T e summed
@@ -76,7 +76,7 @@ class CalibrateBias:
                               "relu-to-if, encode-input and readout (before hoist-static)")
         outs = [n for n in graph.output.inputs if n.op == "readout"] if self.readout else []
         xs = self._batch(graph, ctx, T)
-        clip = {n.id for n in layers if neuron_spec_of(n).family.spikes == "binary"}
+        clip = {n.id: _saturation(n) for n in layers}
         with torch.no_grad():
             ann = _ann_means(Simulator(graph, T, device=ctx.device, rate_domain=True), xs, layers + outs, clip)
             notes = self._calibrate(graph, Simulator(graph, T, device=ctx.device, backend=_backend(ctx)), xs,
@@ -186,15 +186,24 @@ def _channel_mean(value: torch.Tensor, node: Node) -> torch.Tensor:
     return (s / k).cpu()
 
 
-def _ann_means(sim: Simulator, xs: tuple, nodes: list[Node], clip: set) -> dict[int, torch.Tensor]:
-    """Per-channel means of ``nodes``' rate-domain values on ``xs``; the nodes in ``clip`` clipped
-    at 1 first (a neuron's one spike per step)."""
+def _saturation(node: Node) -> float:
+    """The most a neuron outputs per step: 1, or ``max_spikes`` for a multi-spike family (a
+    signed neuron's saturation is not clipped: inf)."""
+    spec = neuron_spec_of(node)
+    if spec.family.spikes == "multi":
+        return float(spec.params()["max_spikes"])
+    return 1.0 if spec.family.spikes == "binary" else math.inf
+
+
+def _ann_means(sim: Simulator, xs: tuple, nodes: list[Node], clip: dict) -> dict[int, torch.Tensor]:
+    """Per-channel means of ``nodes``' rate-domain values on ``xs``; a node in ``clip`` is first
+    clipped at its saturation (a neuron's spikes per step)."""
     means: dict[int, torch.Tensor] = {}
     wanted = {n.id: n for n in nodes}
 
     def observe(node: Node, value: torch.Tensor) -> None:
         if node.id in wanted:
-            means[node.id] = _channel_mean(value.clamp(max=1.0) if node.id in clip else value, node)
+            means[node.id] = _channel_mean(value.clamp(max=clip[node.id]) if node.id in clip else value, node)
 
     sim.run(*xs, observer=observe, stop_after=nodes)
     return means

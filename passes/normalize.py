@@ -53,6 +53,7 @@ class Normalize:
     scale: float = 1.0
     T: int = 0
     v_init: float = 0.5
+    max_spikes: int = 1
     batch_size: int = 256
 
     def __call__(self, graph: Graph, ctx: PassContext) -> Graph:
@@ -80,6 +81,8 @@ class Normalize:
         if not isinstance(T, int) or isinstance(T, bool) or T < 1:
             raise ConfigError(f"normalize: mode 'mse' chooses thresholds for a number of steps; give T (an int >= 1) "
                               f"as normalize{{mode=mse T=4}} or compile(..., T=4), got T={T!r}")
+        if self.max_spikes < 1:
+            raise ConfigError(f"normalize: max_spikes={self.max_spikes} must be >= 1 (spikes a neuron fires per step)")
         if not 0.0 <= self.v_init < 1.0:
             raise ConfigError(f"normalize: v_init={self.v_init} must be in [0, 1) (the neurons' starting membrane "
                               "as a fraction of the threshold, as relu-to-if sets it)")
@@ -114,7 +117,7 @@ class Normalize:
         if self.mode == "max":
             v = st.max(channelwise=channelwise)
         elif self.mode == "mse":
-            v = mse_scale(st, steps, self.v_init, channelwise)
+            v = mse_scale(st, steps, self.v_init, channelwise, max_spikes=self.max_spikes)
         else:
             v = st.percentile(self.p, channelwise=channelwise)
         return v.detach().float().cpu()

@@ -69,12 +69,14 @@ def few_step_choice(T: int) -> dict:
 def conversion_pipeline(*, mode: str = "percentile", p: float = 99.9, granularity: str = "channel",
                         scale: float = 1.0, v_init: float = 0.5, encoding: str = "direct",
                         hoist: bool = True, calibrate: str = "none", T: int | None = None,
-                        **instruments) -> Pipeline:
+                        max_spikes: int = 1, **instruments) -> Pipeline:
     """The default ANN->SNN pipeline; ``instruments`` go to Pipeline (print_after, dump_dir...).
     ``encoding`` is a method, or a list of methods, one per input (see ``encoding_spec``).
     ``calibrate`` ("none", "bias", "potential", "both") adds calibrate-bias after the readout;
     ``mode="auto"`` or ``calibrate="auto"`` take ``few_step_choice(T)`` (T needed). A given T is
-    written into the passes that choose for it (normalize mode "mse", calibrate-bias)."""
+    written into the passes that choose for it (normalize mode "mse", calibrate-bias).
+    ``max_spikes`` > 1 converts to multi-spike neurons (family ``multi_if``: up to that many
+    spikes a step, every one counted in firing rates), an opt-in family."""
     encoding = encoding_spec(encoding, "conversion_pipeline")
     if "auto" in (mode, calibrate):
         if T is None:
@@ -89,8 +91,12 @@ def conversion_pipeline(*, mode: str = "percentile", p: float = 99.9, granularit
                           f"got {calibrate!r}")
     for_T = {} if T is None else {"T": int(T)}
     norm = dict(mode=mode, p=p, granularity=granularity, scale=scale)
-    if mode == "mse":  # it chooses λ for the steps and the starting membrane the neurons will have
-        norm.update(for_T, v_init=v_init)
+    if isinstance(max_spikes, bool) or not isinstance(max_spikes, int) or max_spikes < 1:
+        raise ConfigError(f"conversion_pipeline: max_spikes must be an int >= 1 (1: one spike a step, the IF neuron), "
+                          f"got {max_spikes!r}")
+    neuron = {} if max_spikes == 1 else {"neuron": "multi_if", "params": f"max_spikes={max_spikes}"}
+    if mode == "mse":  # it chooses λ for the steps, the starting membrane and the spikes the neurons will have
+        norm.update(for_T, v_init=v_init, **({"max_spikes": max_spikes} if max_spikes > 1 else {}))
     passes = [
         # one spelling per op; constants folded, so later passes match simple patterns
         get_pass("canonicalize"),
@@ -103,7 +109,7 @@ def conversion_pipeline(*, mode: str = "percentile", p: float = 99.9, granularit
         # statistics are taken on the graph as it will spike (after the rewrites above)
         get_pass("normalize", **norm),
         # every ReLU -> soft-reset IF neuron, threshold 1 (weights now carry the scales)
-        get_pass("relu-to-if", v_init=v_init),
+        get_pass("relu-to-if", v_init=v_init, **neuron),
         # the other max pools now read spikes: gate them by spike counts so their rates converge
         get_pass("spike-maxpool"),
         # the input becomes T steps; then the last layer integrates instead of spiking
@@ -252,7 +258,7 @@ def model_device(model: Any, device: Any, onnx: bool) -> torch.device:
 
 def compile(model: Any, calibration_data: Any, T: int = 32, *, example_input: Any = None,
             normalize: str = "auto", percentile: float = 99.9, granularity: str = "channel",
-            scale: float = 1.0, v_init: float = 0.5, calibrate: str = "auto", encoding: str | Sequence[str] = "direct", hoist: bool = True,
+            scale: float = 1.0, v_init: float = 0.5, calibrate: str = "auto", max_spikes: int = 1, encoding: str | Sequence[str] = "direct", hoist: bool = True,
             backend: str = "auto", pipeline: Pipeline | str | None = None, device=None,
             print_after=None, dump_dir: str | None = None, max_chunk_bytes: int = 64 << 20,
             allow_nonfinite: bool = False, leaf_modules: Any = ()) -> SpikingModule:
@@ -263,7 +269,8 @@ def compile(model: Any, calibration_data: Any, T: int = 32, *, example_input: An
     the default number of steps T and options for every pass (see ``conversion_pipeline``);
     ``normalize="auto"`` and ``calibrate="auto"`` apply ``few_step_choice(T)``: at T <= 16 the
     thresholds are chosen for T and the biases calibrated layer by layer (slower to compile, much
-    more accurate at few steps); ``pipeline`` replaces the default passes; ``leaf_modules`` (nn.Module subclasses) go to
+    more accurate at few steps); ``max_spikes`` > 1 opts into multi-spike neurons (see
+    ``conversion_pipeline``); ``pipeline`` replaces the default passes; ``leaf_modules`` (nn.Module subclasses) go to
     ``trace``, which keeps their instances as one opaque node each. Returns a SpikingModule whose
     ``snn(x)`` approximates ``model(x)`` better as T grows; ``snn.pipeline`` keeps every stage.
 
@@ -298,6 +305,7 @@ def compile(model: Any, calibration_data: Any, T: int = 32, *, example_input: An
     if pipeline is None:
         pipe = conversion_pipeline(mode=normalize, p=percentile, granularity=granularity, scale=scale,
                                    v_init=v_init, encoding=encoding, hoist=hoist, calibrate=calibrate, T=T,
+                                   max_spikes=max_spikes,
                                    print_after=print_after, dump_dir=dump_dir)
     else:
         pipe = pipeline if isinstance(pipeline, Pipeline) else Pipeline(pipeline, print_after=print_after,

@@ -138,6 +138,13 @@ def test_bias_calibration_brings_each_layers_mean_rate_to_the_anns(mnist):
     assert all(a < b for a, b in zip(after, before)) and sum(after) < 0.7 * sum(before), (before, after)
 
 
+def test_multi_spike_neurons_with_thresholds_for_them_lower_the_error_at_one_step(mnist):
+    model, calib, x, logits = mnist
+    plain = _error(_compile(model, calib, 1), x, logits, 1)
+    snn = _compile(model, calib, 1, max_spikes=4)
+    assert "max_spikes=4" in str(snn.pipeline) and _error(snn, x, logits, 1) < 0.7 * plain
+
+
 # ---- the automatic choice -----------------------------------------------------------------------
 
 def test_compile_chooses_the_few_step_passes_by_itself_and_prints_them(mnist):
