@@ -4,6 +4,13 @@
 digits, converts it with three normalizations (max, 99.9th percentile layer-wise, 99.9th
 percentile channel-wise: the default) and prints the SNN accuracy for T = 1 ... 128 from one
 simulation each, with compile time and simulation throughput.
+
+``snncompile demo mnist --low-latency`` (``run_low_latency_demo``) is the few-step report of the
+MNIST CNN instead: its checkpoints (the shipped one and the variants whose file exists), the ANN
+accuracy and the SNN accuracy at T = 1 ... 32 for the 99.9th-percentile baseline, thresholds for T
+(mse), bias calibration, both (the automatic choice) and opt-in multi-spike neurons (K=4), one SNN
+per T; then the worst and mean over checkpoints and the automatic pipeline at T=4 with its
+compile time (``snncompile.low_latency`` has the tables; ``benchmarks/low_latency.py`` all of it).
 """
 from __future__ import annotations
 
@@ -15,7 +22,8 @@ import torch
 from .convert import compile as compile_snn
 from .errors import ConfigError
 
-__all__ = ["accuracy_by_T", "run_demo", "DEMO_TS", "CONFIGS", "ALIASES", "DEMOS"]
+__all__ = ["accuracy_by_T", "run_demo", "run_low_latency_demo", "DEMO_TS", "CONFIGS", "ALIASES", "DEMOS",
+           "LOW_LATENCY_DEMOS"]
 
 DEMO_TS = (1, 2, 4, 8, 16, 32, 64, 128)
 CONFIGS = (
@@ -26,6 +34,16 @@ CONFIGS = (
 ALIASES = {"mnist": "mnist_cnn", "vgg": "vgg_mnist", "resnet": "resnet20_mnist", "resnet20": "resnet20_mnist"}
 #: the models the demo runs: trained on MNIST, with a shipped checkpoint
 DEMOS = ("mnist_cnn", "mlp", "vgg_mnist", "resnet20_mnist")
+#: the models ``demo --low-latency`` runs (the others: ``python benchmarks/low_latency.py --models NAME``)
+LOW_LATENCY_DEMOS = ("mnist_cnn",)
+
+
+def _demo_key(name) -> str:
+    key = ALIASES.get(name, name) if isinstance(name, str) else name
+    if key not in DEMOS:
+        raise ConfigError(f"unknown demo {name!r}; the demos are {', '.join(DEMOS)} (or the aliases "
+                          f"{', '.join(ALIASES)})")
+    return key
 
 
 def accuracy_by_T(snn, x: torch.Tensor, y: torch.Tensor, Ts=DEMO_TS) -> tuple[dict[int, float], float]:
@@ -43,11 +61,7 @@ def run_demo(name: str = "mnist", *, n_calib: int = 1000, Ts=DEMO_TS, backend: s
     from snncompile.models import get_model
     from snncompile.models.data import mnist_split
 
-    key = ALIASES.get(name, name) if isinstance(name, str) else name
-    if key not in DEMOS:
-        raise ConfigError(f"unknown demo {name!r}; the demos are {', '.join(DEMOS)} (or the aliases "
-                          f"{', '.join(ALIASES)})")
-    name = key
+    name = _demo_key(name)
     torch.manual_seed(0)
     x_tr, y_tr, x_te, y_te = mnist_split()
     model = get_model(name, pretrained=True)
@@ -72,4 +86,34 @@ def run_demo(name: str = "mnist", *, n_calib: int = 1000, Ts=DEMO_TS, backend: s
     steps = len(y_te) * max(Ts)
     p(f"simulation: {len(y_te)} digits x T={max(Ts)} in {last['sim_s']:.2f}s = "
       f"{steps / last['sim_s']:,.0f} image-steps/s (backend {last['backend']}, {torch.get_num_threads()} threads)")
+    return result
+
+
+def run_low_latency_demo(name: str = "mnist", *, n_calib: int = 1000, Ts=None, backend: str = "auto",
+                         out: TextIO | None = None, at_T: int = 4, **report) -> dict:
+    """Print (and return) the few-step report of the MNIST CNN: ``snncompile.low_latency.low_latency_report``
+    with the demo's rows (``DEMO_TECHNIQUES``) at T = 1 ... 32 on its checkpoints, then the automatic
+    pipeline at ``at_T`` and its compile time on each checkpoint. Other keyword arguments go to the
+    report (``checkpoints``, ``techniques``, ``n_test``...). ConfigError for a model other than
+    ``LOW_LATENCY_DEMOS`` (the benchmark runs those)."""
+    from .low_latency import DEMO_TECHNIQUES, LOW_LATENCY_TS, low_latency_report
+
+    key = _demo_key(name)
+    if key not in LOW_LATENCY_DEMOS:
+        raise ConfigError(f"demo --low-latency runs the MNIST CNN ('snncompile demo mnist --low-latency'); for {key} "
+                          f"run 'python benchmarks/low_latency.py --models {key}'")
+    Ts = LOW_LATENCY_TS if Ts is None else Ts
+    report.setdefault("techniques", DEMO_TECHNIQUES)
+    p = lambda *a: print(*a, file=out, flush=True)  # noqa: E731
+    p(f"few time steps: SNN accuracy of {key} for each training-free technique, one SNN per T (compile "
+      "with no normalize/calibrate options is 'mse + bias (auto)' at T <= 16, the baseline above)")
+    result = low_latency_report(key, Ts=Ts, n_calib=n_calib, backend=backend, short=True, out=out,
+                                pipelines_at=(), **report)
+    first = result["tables"][0].get("auto", {}).get(at_T)
+    if first is not None:
+        secs = [t["auto"][at_T].compile_s for t in result["tables"]]
+        p(f"automatic pipeline at T={at_T}: {first.pipeline}")
+        p(f"its compile time: {' / '.join(f'{s:.2f}' for s in secs)} s ({', '.join(result['checkpoints'])}; "
+          f"{n_calib} calibration digits, {torch.get_num_threads()} threads)")
+        result["auto_pipeline"], result["auto_compile_s"] = first.pipeline, secs
     return result
