@@ -13,18 +13,12 @@ from __future__ import annotations
 
 import torch
 
+from snncompile.simulate import if_rate
 from snncompile.stats import ActivationStats
 
 __all__ = ["if_rate", "mse_scale"]
 
 _MAX_BINS = 512  # histograms are coarsened to this many bins (exactly: adjacent bins summed)
-
-
-def if_rate(z: torch.Tensor, T: int, v_init: float, max_spikes: int = 1) -> torch.Tensor:
-    """The firing rate of a soft-reset IF neuron (threshold 1, membrane starting at ``v_init``)
-    fed the constant input ``z`` for ``T`` steps: ``clip(floor(T z + v_init), 0, T) / T``; a
-    multi-spike neuron (up to ``max_spikes`` a step) saturates at ``max_spikes`` instead of 1."""
-    return torch.clamp(torch.floor(T * z + v_init), 0, T * max_spikes) / T
 
 
 def mse_scale(st: ActivationStats, T: int, v_init: float, channelwise: bool, candidates: int = 64,

@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from snncompile.calibrate import input_names, iter_batches
+from snncompile.calibrate import calibration_head, input_names, iter_batches
 from snncompile.errors import ConfigError
 from snncompile.ir import Graph, Node
 from snncompile.ops import has_trait
@@ -71,9 +71,11 @@ class CalibrateBias:
         if self.samples < 1 or self.memory_mb < 1 or self.rounds < 1:
             raise ConfigError("calibrate-bias: samples, memory_mb and rounds must be >= 1")
         layers = [n for n in graph.nodes if has_trait(n, "neuron")]
-        if not layers or not any(n.op == "encode" for n in graph.nodes):
-            raise ConfigError("calibrate-bias: the graph has no neurons or no encode-input yet; run it after "
-                              "relu-to-if, encode-input and readout (before hoist-static)")
+        if not any(n.op == "encode" for n in graph.nodes):
+            raise ConfigError("calibrate-bias: the graph has no encode-input yet; run it after relu-to-if, "
+                              "encode-input and readout (before hoist-static)")
+        if not layers:  # (no neuron: the SNN computes the ANN's function exactly, nothing to correct)
+            return graph
         outs = [n for n in graph.output.inputs if n.op == "readout"] if self.readout else []
         xs = self._batch(graph, ctx, T)
         clip = {n.id: _saturation(n) for n in layers}
@@ -92,7 +94,7 @@ class CalibrateBias:
         rows = max(8, min(self.samples, (self.memory_mb << 20) // (4 * 3 * widest * T)))
         n_inputs = max(len(graph.inputs), 1)
         parts, seen = [], 0
-        for x in iter_batches(ctx.calibration_data, rows, n_inputs=n_inputs, names=input_names(graph),
+        for x in iter_batches(calibration_head(ctx.calibration_data), rows, n_inputs=n_inputs, names=input_names(graph),
                               allow_nonfinite=bool(ctx.options.get("allow_nonfinite", False))):
             x = x if n_inputs > 1 else (x,)
             parts.append(tuple(t[:rows - seen] for t in x))

@@ -20,7 +20,7 @@ from .interpret import Interpreter, is_temporal
 from .ir import Graph, Node
 from .stats import ActivationStats
 
-__all__ = ["iter_batches", "collect_stats", "first_batch", "peek_first_batch", "input_names"]
+__all__ = ["calibration_head", "HEAD_ROWS", "iter_batches", "collect_stats", "first_batch", "peek_first_batch", "input_names"]
 
 
 def iter_batches(data: Any, batch_size: int = 256, *, allow_nonfinite: bool = False,
@@ -206,12 +206,18 @@ def _refuse_nonfinite(x: torch.Tensor, n: int, name: str = "") -> None:
             "pass allow_nonfinite=True to skip those rows")
 
 
+#: a one-shot iterator keeps its first items up to this many rows for passes that need only those
+HEAD_ROWS = 1024
+
+
 class _Peeked:
     """A one-shot iterator whose first item was taken for tracing: iterating it yields that item,
-    then the rest; a second iteration is refused (an iterator cannot be read twice)."""
+    then the rest; a second iteration is refused (an iterator cannot be read twice). It keeps
+    its first items (up to HEAD_ROWS rows) for ``calibration_head``."""
 
     def __init__(self, first: Any, rest: Iterator):
         self._first, self._rest, self._used = first, rest, False
+        self.head: list = []
 
     def __iter__(self) -> Iterator:
         if self._used:
@@ -219,7 +225,32 @@ class _Peeked:
                                    "once, and it was already read — pass a list of batches, a tensor or a "
                                    "DataLoader to calibrate more than once")
         self._used = True
-        return itertools.chain([self._first], self._rest)
+        return self._keeping(itertools.chain([self._first], self._rest))
+
+    def _keeping(self, items: Iterator) -> Iterator:
+        rows = 0
+        for item in items:
+            if rows < HEAD_ROWS:
+                self.head.append(item)
+                rows += _rows_of(item)
+            yield item
+
+
+def _rows_of(item: Any) -> int:
+    """The row count of a batch in the user's form (its first tensor's), 1 when none is found."""
+    if isinstance(item, torch.Tensor):
+        return int(item.shape[0]) if item.dim() else 1
+    values = item.values() if isinstance(item, Mapping) else item if isinstance(item, (tuple, list)) else ()
+    return next((_rows_of(v) for v in values), 1)
+
+
+def calibration_head(data: Any) -> Any:
+    """Calibration data for a pass that needs only its first rows (at most HEAD_ROWS): ``data``
+    itself when it can be read again, else (a one-shot iterator a pass already read) the first
+    items it yielded."""
+    if isinstance(data, _Peeked) and data._used:
+        return data.head
+    return data
 
 
 def peek_first_batch(data: Any, *, allow_nonfinite: bool = False, n_inputs: int = 1,

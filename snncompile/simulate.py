@@ -7,6 +7,7 @@ max pools gated by spike counts, encode and readout with their targets. ``rate_d
 runs the same graph as the ANN it stands for, in the normalized units of its neurons: one step,
 every neuron a ReLU, encode the identity (Poisson: its expectation), spike max pools plain max
 pools, the readout the identity — the values a converted network's rates should approach.
+``if_rate`` is what an IF neuron fires for a constant input (the threshold search's model).
 An ``observer(node, value)`` sees every node's value; ``stop_after`` ends a run early.
 Passes may use this (it imports neither the emitter nor torch.fx).
 """
@@ -25,9 +26,16 @@ from .neurons import NeuronSpec, family_of_node
 from .ops import get_op, has_trait
 from .spike_pool import SpikeMaxPool2d
 
-__all__ = ["Simulator", "neuron_spec_of"]
+__all__ = ["Simulator", "neuron_spec_of", "if_rate"]
 
 _UNSUPPORTED = ("recurrent", "synapse_filter", "repeat_time")
+
+
+def if_rate(z: torch.Tensor, T: int, v_init: float, max_spikes: int = 1) -> torch.Tensor:
+    """The firing rate of a soft-reset IF neuron (threshold 1, membrane starting at ``v_init``)
+    fed the constant input ``z`` for ``T`` steps: ``clip(floor(T z + v_init), 0, T) / T``; a
+    multi-spike neuron (up to ``max_spikes`` a step) saturates at ``max_spikes`` instead of 1."""
+    return torch.clamp(torch.floor(T * z + v_init), 0, T * max_spikes) / T
 
 
 def neuron_spec_of(node: Node) -> NeuronSpec:

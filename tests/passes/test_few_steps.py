@@ -14,7 +14,8 @@ from snncompile.errors import ConfigError
 from snncompile.models import get_model
 from snncompile.models.data import mnist_split
 from snncompile.neurons import NeuronSpec, neuron_reference
-from snncompile.passes._threshold_search import if_rate, mse_scale
+from snncompile.passes._threshold_search import mse_scale
+from snncompile.simulate import if_rate
 from snncompile.pipeline import PassContext, get_pass
 from snncompile.simulate import Simulator
 from snncompile.stats import ActivationStats
@@ -169,5 +170,5 @@ def test_bad_options_are_named():
 def test_calibrate_bias_refuses_a_graph_that_does_not_spike_yet(mnist):
     model, calib, _, _ = mnist
     graph = snncompile.trace(model, calib[:2])
-    with pytest.raises(ConfigError, match="after relu-to-if, encode-input and readout"):
+    with pytest.raises(ConfigError, match="no encode-input yet; run it after relu-to-if, encode-input and readout"):
         get_pass("calibrate-bias")(graph, PassContext(calibration_data=calib, T=4))
