@@ -84,6 +84,8 @@ def conversion_pipeline(*, mode: str = "percentile", p: float = 99.9, granularit
                               "give T=")
         T = check_steps(T, "conversion_pipeline")
         choice = few_step_choice(T)
+        if "sequence" in encoding.split(";"):  # inputs that change every step: no rate-domain target to calibrate to
+            choice = {"mode": choice["mode"], "calibrate": "none"}
         mode = choice["mode"] if mode == "auto" else mode
         calibrate = choice["calibrate"] if calibrate == "auto" else calibrate
     if calibrate not in _CALIBRATE:

@@ -123,6 +123,9 @@ class Simulator(Interpreter):
             return args[0].unsqueeze(0)
         opdef = get_op(node.op)
         call_args, call_kwargs = opdef.bind_call(args, node.attrs, self._params(node), T)
+        if node.op == "encode" and node.attrs.get("method") == "poisson":
+            # its own seeded draws: a calibration is deterministic and leaves the global RNG alone
+            call_kwargs["generator"] = torch.Generator(self.device).manual_seed(node.id)
         fn = self._opaque[node.id] if node.op == "opaque" else opdef.target
         if fn is None:
             raise ConfigError(f"simulate: {node.describe()} has no runnable target; register the op with one")

@@ -158,6 +158,18 @@ def test_compile_chooses_the_few_step_passes_by_itself_and_prints_them(mnist):
     assert snncompile.few_step_choice(snncompile.FEW_STEPS + 1)["calibrate"] == "none"
 
 
+def test_calibration_with_poisson_inputs_is_deterministic_and_leaves_the_global_rng_alone(mnist):
+    model, calib, _, _ = mnist
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    a = _compile(model, calib[:128], 4, encoding="poisson")
+    assert torch.equal(torch.get_rng_state(), before)
+    b = _compile(model, calib[:128], 4, encoding="poisson")
+    assert "calibrate-bias" in str(a.pipeline)
+    for x, y in zip(a.graph.nodes, b.graph.nodes):
+        assert all(torch.equal(x.params[k], y.params[k]) for k in x.params)
+
+
 def test_bad_options_are_named():
     with pytest.raises(ConfigError, match="calibrate must be one of"):
         snncompile.conversion_pipeline(calibrate="yes")
