@@ -10,7 +10,8 @@ keep a compiled SNN (safetensors and JSON, no pickle). See README.md for a tour.
 from __future__ import annotations
 
 from . import errors, layers, losses
-from .convert import FEW_STEPS, compile, conversion_pipeline, few_step_choice
+from .convert import compile, conversion_pipeline
+from .few_steps import FEW_STEPS, few_step_choice
 from .emit import emit, run_graph
 from .errors import SnnCompileError
 from .frontend.fx import trace

@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from .calibrate import peek_first_batch
 from .errors import ConfigError
+from .few_steps import resolve_choice
 from .frontend.fx import trace
 from .interpret import is_temporal
 from .ir import Graph
@@ -18,7 +19,7 @@ from .pipeline import PassContext, Pipeline, get_pass
 from .runtime import SpikingModule
 from .runtime import check_steps as runtime_check_steps
 
-__all__ = ["conversion_pipeline", "compile", "FEW_STEPS", "few_step_choice", "choose_backend", "check_steps", "check_runnable", "check_model",
+__all__ = ["conversion_pipeline", "compile", "choose_backend", "check_steps", "check_runnable", "check_model",
            "is_onnx_model", "forward_input_names", "leaf_types", "graph_of", "example_on", "model_device",
            "encoding_spec"]
 
@@ -50,22 +51,6 @@ def _warn_train_mode(model: nn.Module) -> None:
                       "compile to say that is what you mean", stacklevel=3)
 
 
-#: up to this many steps the automatic choice (``few_step_choice``) chooses thresholds for T and
-#: calibrates biases; above it rate coding has levels enough and the 99.9th percentile is as good
-FEW_STEPS = 16
-_CALIBRATE = ("none", "bias", "potential", "both")
-
-
-def few_step_choice(T: int) -> dict:
-    """The training-free combination ``compile(model, data, T=T)`` applies by itself, from
-    unlabeled calibration data only: for T <= FEW_STEPS thresholds chosen for T (normalize mode
-    "mse") and layer-wise bias calibration; above it the 99.9th percentile and no calibration
-    (measured: ``python benchmarks/low_latency.py``; the README's "Few time steps" section)."""
-    if T <= FEW_STEPS:
-        return {"mode": "mse", "calibrate": "bias"}
-    return {"mode": "percentile", "calibrate": "none"}
-
-
 def conversion_pipeline(*, mode: str = "percentile", p: float = 99.9, granularity: str = "channel",
                         scale: float = 1.0, v_init: float = 0.5, encoding: str = "direct",
                         hoist: bool = True, calibrate: str = "none", T: int | None = None,
@@ -78,19 +63,7 @@ def conversion_pipeline(*, mode: str = "percentile", p: float = 99.9, granularit
     ``max_spikes`` > 1 converts to multi-spike neurons (family ``multi_if``: up to that many
     spikes a step, every one counted in firing rates), an opt-in family."""
     encoding = encoding_spec(encoding, "conversion_pipeline")
-    if "auto" in (mode, calibrate):
-        if T is None:
-            raise ConfigError("conversion_pipeline: mode='auto' or calibrate='auto' chooses for a number of steps; "
-                              "give T=")
-        T = check_steps(T, "conversion_pipeline")
-        choice = few_step_choice(T)
-        if "sequence" in encoding.split(";"):  # inputs that change every step: no rate-domain target to calibrate to
-            choice = {"mode": choice["mode"], "calibrate": "none"}
-        mode = choice["mode"] if mode == "auto" else mode
-        calibrate = choice["calibrate"] if calibrate == "auto" else calibrate
-    if calibrate not in _CALIBRATE:
-        raise ConfigError(f"conversion_pipeline: calibrate must be one of {', '.join(_CALIBRATE)} or 'auto', "
-                          f"got {calibrate!r}")
+    mode, calibrate = resolve_choice(mode, calibrate, T, encoding, "conversion_pipeline")
     for_T = {} if T is None else {"T": int(T)}
     norm = dict(mode=mode, p=p, granularity=granularity, scale=scale)
     if isinstance(max_spikes, bool) or not isinstance(max_spikes, int) or max_spikes < 1:
