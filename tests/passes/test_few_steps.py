@@ -70,6 +70,23 @@ def test_mse_scale_beats_the_percentile_and_the_max_on_the_error_it_minimises():
     assert lam_c.shape == (3,) and bool((lam_c > 0).all())
 
 
+def test_mse_keeps_the_percentile_behind_a_max_pool():
+    """Behind a max pool the next layer reads the window maxima, which a λ fitted to all values
+    clips (measured on the VGG-style nets): there mode "mse" keeps the percentile. (A pool on a
+    static current before the first neuron is swapped before its ReLU: not behind it.)"""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3), torch.nn.ReLU(),
+                              torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(100, 3))
+    x = torch.rand(64, 1, 14, 14)
+
+    def scales(normalize):
+        g = snncompile.compile(net, x, T=2, normalize=normalize, calibrate="none").pipeline.before_lowering
+        return [n.meta["act_scale"] for n in g.nodes if n.op == "neuron"]
+
+    (first_p, pooled_p), (first_m, pooled_m) = scales("percentile"), scales("mse")
+    assert torch.equal(pooled_p, pooled_m) and not torch.allclose(first_p, first_m)
+
+
 # ---- the simulator ----------------------------------------------------------------------------
 
 def test_simulator_runs_the_snn_as_the_runtime_does_and_its_rate_domain_is_the_ann(mnist):
