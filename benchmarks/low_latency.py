@@ -23,11 +23,13 @@ default, ``--no-qcfs``: ``snncompile.qcfs``, L = T, mnist_cnn, T = 1, 2, 4, 8) a
 (``--hybrid``: ``snncompile.to_trainable`` of the converted SNN, a 2-epoch BPTT fine-tune, T = 2, 4).
 Both run on the first selected mnist_cnn checkpoint (``--train-all-checkpoints``: on each).
 
-The default run is lighter than everything (measured: resnet20_mnist compiles in ~15-20 s and runs
-~1.6 s per step on 1,000 digits on 2 busy cores; all of it would take over an hour): mnist_cnn
-with every technique at T = 1 ... 32; vgg_mnist with every technique at T = 1 ... 8; resnet20_mnist
-with baseline, auto and multi4 at T = 1 ... 8; QCFS on the shipped mnist_cnn. About 25 minutes on
-2 cores. ``--Ts`` and ``--techniques`` replace the defaults for every architecture selected.
+The default run is lighter than everything (resnet20_mnist compiles in 7-25 s and runs ~1 s per
+step on 1,000 digits on 2 busy cores; all of it would take over an hour): mnist_cnn with every
+technique at T = 1 ... 32; vgg_mnist with every technique at T = 1 ... 8; resnet20_mnist with
+baseline, auto and multi4 at T = 1 ... 8; QCFS on the shipped mnist_cnn. Measured: 31 minutes
+under ``nice`` on 2 cores shared with other jobs (mnist_cnn 750 s, vgg_mnist 417 s, resnet20_mnist
+486 s, QCFS ~180 s); about half on idle cores. ``--Ts`` and ``--techniques`` replace the defaults
+for every architecture selected.
 """
 from __future__ import annotations
 
