@@ -31,7 +31,8 @@ import torch
 from snncompile.calibrate import calibration_head, input_names, iter_batches
 from snncompile.errors import ConfigError
 from snncompile.ir import Graph, Node
-from snncompile.ops import has_trait
+from snncompile.neuron_module import backend_for
+from snncompile.ops import FUSED_NEURON_SUMPOOL, has_trait
 from snncompile.pipeline import PassContext, register_pass
 from snncompile.simulate import Simulator, neuron_spec_of
 
@@ -70,6 +71,12 @@ class CalibrateBias:
                               f"got {T!r}")
         if self.samples < 1 or self.memory_mb < 1 or self.rounds < 1:
             raise ConfigError("calibrate-bias: samples, memory_mb and rounds must be >= 1")
+        lowered = next((n for n in graph.nodes if n.op in (FUSED_NEURON_SUMPOOL, "repeat_time") or n.meta.get("static")
+                        or has_trait(n, "neuron") and n.attrs.get("input_kind") == "static"), None)
+        if lowered is not None:
+            raise ConfigError(f"calibrate-bias: {lowered.describe()} is already lowered (hoist-static or a fusion "
+                              "ran); the calibration simulates the SNN as converted — put calibrate-bias before "
+                              "hoist-static, right after readout")
         layers = [n for n in graph.nodes if has_trait(n, "neuron")]
         if not any(n.op == "encode" for n in graph.nodes):
             raise ConfigError("calibrate-bias: the graph has no encode-input yet; run it after relu-to-if, "
@@ -81,7 +88,7 @@ class CalibrateBias:
         clip = {n.id: _saturation(n) for n in layers}
         with torch.no_grad():
             ann = _ann_means(Simulator(graph, T, device=ctx.device, rate_domain=True), xs, layers + outs, clip)
-            notes = self._calibrate(graph, Simulator(graph, T, device=ctx.device, backend=_backend(ctx)), xs,
+            notes = self._calibrate(graph, Simulator(graph, T, device=ctx.device, backend=_backend(ctx.device)), xs,
                                     layers + outs, ann, T)
         for layer in layers + outs:
             layer.meta["calibration"] = notes[layer.id]
@@ -152,14 +159,9 @@ class CalibrateBias:
         return node, f"bias of {node.describe()} (mean error {mean_abs:.4f})"
 
 
-def _backend(ctx: PassContext) -> str:
-    """The CPU kernel where it builds (fast), else the torch reference (what both compute)."""
-    try:
-        from snncompile.kernels.cpu import cpu_kernel_available
-        dev = torch.device(ctx.device) if ctx.device is not None else torch.device("cpu")
-        return "cpu" if dev.type == "cpu" and cpu_kernel_available() else "torch"
-    except ImportError:
-        return "torch"
+def _backend(device) -> str:
+    """The fastest neuron backend on ``device`` (the runtime's rule: the C loop on a CPU)."""
+    return backend_for("auto", torch.device(device) if device is not None else torch.device("cpu"))
 
 
 def _bias_site(graph: Graph, x: Node) -> tuple[Node, torch.Tensor] | None:

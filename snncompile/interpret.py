@@ -5,13 +5,14 @@ readout) says, calling each op's ``target`` with ``opdef.bind_call`` exactly as 
 module does: batch norm with its running statistics and dropout as identity (eval semantics),
 an ``opaque`` node through the callable it holds. An ``observer(node, value)`` sees every node's
 output as it is computed (calibration statistics, debugging). ``Interpreter`` keeps the
-parameters on one device for many runs.
+parameters on one device for many runs; ``snncompile.simulate.Simulator`` is the same loop for
+graphs that see time.
 """
 from __future__ import annotations
 
 import copy
 import itertools
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -31,6 +32,8 @@ def is_temporal(graph: Graph) -> bool:
 
 
 class Interpreter:
+    what = "interpret"  # (the name errors start with)
+
     """Runs ``graph`` (non-temporal) on ``device`` (default: where its first parameter lives).
 
     Parameters are moved (not copied when already there) once; running never changes the graph.
@@ -47,27 +50,36 @@ class Interpreter:
         self._params = {n.id: {k: t.to(self.device) for k, t in n.params.items()} for n in graph.nodes}
         self._opaque = {n.id: _on_device(n.attrs["target"], self.device) for n in graph.nodes if n.op == "opaque"}
 
-    def run(self, *inputs: torch.Tensor, observer: Observer | None = None):
-        """The graph's output for ``inputs`` (one tensor, or a tuple for several outputs)."""
+    def run(self, *inputs: torch.Tensor, observer: Observer | None = None, stop_after: Iterable[Node] = ()):
+        """The graph's output for ``inputs`` (one tensor, or a tuple for several outputs), or None
+        when every node of ``stop_after`` was computed first (the rest of the graph is skipped)."""
+        pending = {n.id for n in stop_after}
         env: dict[int, torch.Tensor] = {}
         for node in self.graph.nodes:
             if node.op == "output":
                 outs = [env[i.id] for i in node.inputs]
                 return outs[0] if len(outs) == 1 else tuple(outs)
-            if node.op == "input":
-                index = node.attrs.get("index", 0)
-                if index >= len(inputs):
-                    raise ConfigError(f"interpret: {node.describe()} is input {index} but {len(inputs)} "
-                                      "input(s) were given")
-                value = inputs[index].to(self.device)
-            else:
-                value = self._call(node, [env[i.id] for i in node.inputs])
-            env[node.id] = value
+            value = env[node.id] = self.evaluate(node, env, inputs)
             if observer is not None:
                 observer(node, value)
-        raise ConfigError(f"interpret: graph {self.graph.name} has no output node")
+            pending.discard(node.id)
+            if stop_after and not pending:
+                return None
+        raise ConfigError(f"{self.what}: graph {self.graph.name} has no output node")
 
     __call__ = run
+
+    def evaluate(self, node: Node, env: dict, inputs: tuple = ()) -> torch.Tensor:
+        """The value of one node from the values of its inputs in ``env`` (node id -> value; an
+        ``input`` node reads ``inputs``): a run one node at a time, for passes that recompute
+        part of the graph after changing it."""
+        if node.op == "input":
+            index = node.attrs.get("index", 0)
+            if index >= len(inputs):
+                raise ConfigError(f"{self.what}: {node.describe()} is input {index} but {len(inputs)} "
+                                  "input(s) were given")
+            return inputs[index].to(self.device)
+        return self._call(node, [env[i.id] for i in node.inputs])
 
     def _call(self, node: Node, args: list[torch.Tensor]) -> torch.Tensor:
         opdef = get_op(node.op)

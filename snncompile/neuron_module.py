@@ -29,9 +29,10 @@ def leak_start(spec: NeuronSpec) -> float:
 
 
 def backend_for(backend: str, device: torch.device) -> str:
-    """``backend`` when it runs on ``device``, else the fastest that does there (the fused CUDA
-    kernels on a GPU, the C loop on a CPU, the torch reference when neither is available)."""
-    if backend == "torch" or (backend == "cupy") == (device.type == "cuda"):
+    """``backend`` when it runs on ``device``, else (or for "auto") the fastest that does there
+    (the fused CUDA kernels on a GPU, the C loop on a CPU, the torch reference when neither is
+    available)."""
+    if backend != "auto" and (backend == "torch" or (backend == "cupy") == (device.type == "cuda")):
         return backend
     if device.type == "cuda":
         from .kernels.cuda_kernels import cupy_available

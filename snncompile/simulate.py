@@ -13,8 +13,6 @@ Passes may use this (it imports neither the emitter nor torch.fx).
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
-
 import torch
 import torch.nn.functional as F
 
@@ -50,7 +48,9 @@ class Simulator(Interpreter):
     and neuron attributes are read from the graph at every run, so a pass may edit a bias or a
     ``v_init`` between runs and see it.
     Graphs with recurrent containers or synapse filters are refused (ConfigError naming the node).
+    ``run`` / ``evaluate`` / ``stop_after`` are the Interpreter's; only calling a node differs.
     """
+    what = "simulate"
 
     def __init__(self, graph: Graph, T: int, *, device=None, backend: str = "torch", rate_domain: bool = False):
         for n in graph.nodes:
@@ -64,40 +64,10 @@ class Simulator(Interpreter):
         self.backend, self.rate_domain = backend, rate_domain
         self._opaque = {n.id: _on_device(n.attrs["target"], self.device) for n in graph.nodes if n.op == "opaque"}
 
-    def run(self, *inputs: torch.Tensor, observer: Callable | None = None, stop_after: Iterable[Node] = ()):
-        """The graph's output for ``inputs`` (``[T, N, ...]`` from the readout), or None when
-        every node of ``stop_after`` was computed first (the rest of the graph is skipped)."""
-        pending = {n.id for n in stop_after}
-        env: dict[int, torch.Tensor] = {}
-        for node in self.graph.nodes:
-            if node.op == "output":
-                outs = [env[i.id] for i in node.inputs]
-                return outs[0] if len(outs) == 1 else tuple(outs)
-            value = env[node.id] = self.evaluate(node, env, inputs)
-            if observer is not None:
-                observer(node, value)
-            pending.discard(node.id)
-            if stop_after and not pending:
-                return None
-        raise ConfigError(f"simulate: graph {self.graph.name} has no output node")
-
-    __call__ = run
-
-    def evaluate(self, node: Node, env: dict, inputs: tuple = ()) -> torch.Tensor:
-        """The value of one node from the values of its inputs in ``env`` (node id -> value; an
-        ``input`` node reads ``inputs``): a run one node at a time, for passes that recompute
-        part of the graph after changing it."""
-        if node.op == "input":
-            index = node.attrs.get("index", 0)
-            if index >= len(inputs):
-                raise ConfigError(f"simulate: {node.describe()} is input {index} but {len(inputs)} input(s) were given")
-            return inputs[index].to(self.device)
-        return self._step(node, [env[i.id] for i in node.inputs])
-
     def _params(self, node: Node) -> dict:
         return {k: t.to(self.device) for k, t in node.params.items()}
 
-    def _step(self, node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    def _call(self, node: Node, args: list[torch.Tensor]) -> torch.Tensor:
         T = self.T
         if has_trait(node, "neuron"):
             if self.rate_domain:

@@ -196,6 +196,14 @@ def test_bad_options_are_named():
         get_pass("calibrate-bias", what="weights")(snncompile.ir.Graph(), PassContext(T=4))
 
 
+def test_calibrate_bias_after_lowering_names_the_fused_layer_and_what_to_do(mnist):
+    model, calib, _, _ = mnist
+    pipe = snncompile.conversion_pipeline().insert_after("fuse-neuron-sumpool", "calibrate-bias{T=2}")
+    with pytest.raises(ConfigError, match=r"calibrate-bias: node %\d+ \w+ \(network\.\d+, mnist_cnn\.py:\d+\) is already lowered.*put "
+                                          r"calibrate-bias before hoist-static"):
+        snncompile.compile(model, calib, T=2, pipeline=pipe)
+
+
 def test_calibrate_bias_refuses_a_graph_that_does_not_spike_yet(mnist):
     model, calib, _, _ = mnist
     graph = snncompile.trace(model, calib[:2])
