@@ -35,7 +35,8 @@ class HoistStatic:
                 continue
             if n.op in ("encode",):
                 continue
-            if all(ins_static) and n.op not in ("readout", "repeat_time"):
+            # a stateful op (recurrent container, synapse filter) needs its T steps even from a static input
+            if all(ins_static) and n.op not in ("readout", "repeat_time") and not has_trait(n, "stateful"):
                 static.add(n.id)
                 n.meta["static"] = True  # runs once on [N, ...]; read by benchmarks and tools
                 continue

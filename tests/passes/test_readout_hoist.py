@@ -118,3 +118,19 @@ def test_readout_integrates_the_last_layer_instead_of_spiking():
     assert not _neurons(snn.graph)
     with torch.no_grad():
         assert torch.allclose(snn(x), model(x), atol=1e-6)
+
+
+def test_stateful_ops_on_a_static_input_get_their_steps():
+    """A recurrent container or synapse filter right after a static layer is not hoisted with it:
+    it reads the static value through repeat_time (it used to run once, on [N, ...], and fail)."""
+    from snncompile import layers
+
+    model = nn.Sequential(nn.Linear(5, 6), layers.LinearRecurrent(6, layers.IF(1.0)), nn.Linear(6, 3))
+    synapse = nn.Sequential(nn.Linear(5, 6), layers.SynapseFilter(tau=2.0), layers.IF(1.0), nn.Linear(6, 3))
+    x = torch.rand(5, 5)
+    for net in (model, synapse):
+        hoisted = snncompile.to_trainable(net, T=8, example_input=x)
+        whole = snncompile.to_trainable(net, T=8, example_input=x, hoist=False)
+        assert "repeat_time" in str(hoisted.graph)
+        with torch.no_grad():
+            assert torch.equal(hoisted(x), whole(x))
