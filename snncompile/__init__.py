@@ -5,7 +5,8 @@
 
 Trace a model into the IR (``trace``; ``from_onnx`` reads an ONNX file), run passes on it
 (``Pipeline``), emit a runnable module (``emit``). ``snn.save(path)`` and ``snncompile.load(path)``
-keep a compiled SNN (safetensors and JSON, no pickle). See README.md for a tour.
+keep a compiled SNN (safetensors and JSON, no pickle); ``export_nir(snn, path)`` and ``from_nir(path)``
+take it to and from NIR (other simulators, neuromorphic chips). See README.md for a tour.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .convert import compile, conversion_pipeline
 from .few_steps import FEW_STEPS, few_step_choice
 from .emit import emit, run_graph
 from .errors import SnnCompileError
+from .export import export_nir, from_nir, to_nir
 from .frontend.fx import trace
 from .ir import Graph, Node
 from .neurons import NeuronFamily, NeuronSpec, Param, get_family, neuron_families, register_family
@@ -37,7 +39,7 @@ def from_onnx(model, **kwargs) -> Graph:
     return _from_onnx(model, **kwargs)
 
 
-__all__ = ["compile", "few_step_choice", "FEW_STEPS", "load", "from_onnx", "SerializationError", "conversion_pipeline", "to_trainable", "training_pipeline", "layers", "losses", "SpikingModule", "trace", "emit", "run_graph", "Graph", "Node", "Pipeline", "PassContext", "register_pass",
+__all__ = ["compile", "export_nir", "to_nir", "from_nir", "few_step_choice", "FEW_STEPS", "load", "from_onnx", "SerializationError", "conversion_pipeline", "to_trainable", "training_pipeline", "layers", "losses", "SpikingModule", "trace", "emit", "run_graph", "Graph", "Node", "Pipeline", "PassContext", "register_pass",
            "get_pass", "errors", "SnnCompileError",
            "neuron_families", "register_family", "get_family", "NeuronFamily", "NeuronSpec", "Param"]
 __version__ = "0.1.0"

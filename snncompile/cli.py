@@ -1,4 +1,4 @@
-"""The ``snncompile`` command line: inspect, compile, demo.
+"""The ``snncompile`` command line: inspect (models and .nir files), compile (``--nir`` exports), demo.
 
 Errors print one line, ``snncompile: error: ...``, and exit 2 for a usage error (a bad
 argument or option, an unknown model or demo, an ``--out`` that cannot be written: checked
@@ -130,6 +130,8 @@ def _cmd_inspect(a) -> int:
     from .frontend.fx import trace
     from .pipeline import PassContext, Pipeline
 
+    if a.model.lower().endswith(".nir"):
+        return _inspect_nir(a.model)
     model, x, calib, what = load_model(a.model)
     if isinstance(model, str):  # an ONNX file
         from . import from_onnx
@@ -150,21 +152,41 @@ def _cmd_inspect(a) -> int:
     return 0
 
 
-def _check_writable(out: str) -> None:
+def _inspect_nir(path: str) -> int:
+    """Print a .nir file's nodes and edges, then the graph snncompile reads from it."""
+    from .export.nir import from_nir, require_nir
+    from .export.nir_show import format_nir
+
+    nir = require_nir()
+    if not os.path.exists(path):
+        raise ConfigError(f"no such file {path!r}")
+    try:
+        graph = nir.read(path)
+    except Exception as e:  # h5py / nir raise many kinds
+        raise ConfigError(f"{path!r} is not a NIR file nir {nir.version} can read ({type(e).__name__}: {e})") from None
+    print(f"// {path}: NIR graph, {len(graph.nodes)} nodes (nir {nir.version})")
+    print(format_nir(nir, graph))
+    snn = from_nir(graph)
+    print(f"// as snncompile reads it (T={snn.T}; the stage before lowering)")
+    print(snn.semantic_graph)
+    return 0
+
+
+def _check_writable(out: str, option: str = "--out", example: str = "snn.safetensors") -> None:
     """ConfigError unless a file can be written at ``out`` (checked before a long compile)."""
     if os.path.isdir(out):
-        raise ConfigError(f"--out {out} is a folder; give a file path such as {os.path.join(out, 'snn.safetensors')}")
+        raise ConfigError(f"{option} {out} is a folder; give a file path such as {os.path.join(out, example)}")
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
-        raise ConfigError(f"--out {out}: {folder} {what}; create the folder or choose another path")
+        raise ConfigError(f"{option} {out}: {folder} {what}; create the folder or choose another path")
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
         if os.path.exists(out) and not os.access(out, os.W_OK):
             raise PermissionError(13, "permission denied")
     except OSError as e:
-        raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e}); choose a writable path") from None
+        raise ConfigError(f"{option} {out}: cannot write there ({e.strerror or e}); choose a writable path") from None
 
 
 def _cmd_compile(a) -> int:
@@ -172,6 +194,10 @@ def _cmd_compile(a) -> int:
 
     if a.out:
         _check_writable(a.out)
+    if a.nir:
+        from .export.nir import require_nir
+        require_nir()  # before the compile: a missing or unsupported nir is known now
+        _check_writable(a.nir, "--nir", "snn.nir")
     model, x, calib, what = load_model(a.model)
     snn = compile_snn(model, calib, T=a.T, normalize=a.normalize, percentile=a.percentile,
                       granularity=a.granularity, v_init=a.v_init, backend=a.backend,
@@ -185,6 +211,11 @@ def _cmd_compile(a) -> int:
     if a.out:
         snn.save(a.out)
         print(f"saved the SNN to {a.out} (load it with snncompile.load({a.out!r}))")
+    if a.nir:
+        from .export.nir import export_nir
+        graph = export_nir(snn, a.nir, form=a.nir_form)
+        print(f"wrote the SNN as NIR to {a.nir} ({len(graph.nodes)} nodes, {len(graph.edges)} edges, form "
+              f"{a.nir_form}; snncompile.from_nir({a.nir!r}) or 'snncompile inspect {a.nir}' reads it)")
     return 0
 
 
@@ -215,7 +246,8 @@ def _parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="snncompile", description="Compile trained ANNs into spiking networks.", parents=[debug])
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     i = sub.add_parser("inspect", help="trace a model and print the graph after each pass", parents=[debug])
-    i.add_argument("model", help="registry name (e.g. mnist_cnn), path/to/file.py:factory or path/to/model.onnx")
+    i.add_argument("model", help="registry name (e.g. mnist_cnn), path/to/file.py:factory, path/to/model.onnx, or "
+                   "path/to/graph.nir (prints the NIR graph and what snncompile reads from it)")
     i.add_argument("--passes", help="pipeline spec, e.g. 'canonicalize,fold-batchnorm' (default: conversion)")
     i.add_argument("--print-after", default=None, help="'all' (default), 'none' or comma-separated pass names")
     i.add_argument("--dump", default=None, help="write NN-pass.txt for every stage into this folder")
@@ -236,6 +268,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--dump", default=None)
     c.add_argument("--out", default=None, help="save the SNN here (snn.save: safetensors + JSON; "
                    "snncompile.load reads it)")
+    c.add_argument("--nir", default=None, metavar="OUT.nir", help="also write the SNN as a NIR graph (needs "
+                   "snncompile[nir]); snncompile.from_nir reads it back")
+    c.add_argument("--nir-form", default="subtract", choices=["subtract", "if"], help="with --nir: 'subtract' keeps "
+                   "reset by subtraction exactly (integrator + threshold + feedback); 'if' writes plain IF nodes")
     c.set_defaults(fn=_cmd_compile)
     d = sub.add_parser("demo", help="the main job: MNIST accuracy per T", parents=[debug])
     d.add_argument("model", nargs="?", default="mnist", help="mnist (default), vgg_mnist or resnet20_mnist")
