@@ -131,7 +131,9 @@ def _cmd_inspect(a) -> int:
     from .pipeline import PassContext, Pipeline
 
     if a.model.lower().endswith(".nir"):
-        return _inspect_nir(a.model)
+        from .export.nir_show import inspect_nir_file
+        print(inspect_nir_file(a.model))
+        return 0
     model, x, calib, what = load_model(a.model)
     if isinstance(model, str):  # an ONNX file
         from . import from_onnx
@@ -149,26 +151,6 @@ def _cmd_inspect(a) -> int:
     print(f"// {a.model}: pipeline {pipe}\n// calibration: {what}")
     pipe.run(graph, PassContext(calibration_data=calib))
     print("// pass timings\n" + pipe.timing_table())
-    return 0
-
-
-def _inspect_nir(path: str) -> int:
-    """Print a .nir file's nodes and edges, then the graph snncompile reads from it."""
-    from .export.nir import from_nir, require_nir
-    from .export.nir_show import format_nir
-
-    nir = require_nir()
-    if not os.path.exists(path):
-        raise ConfigError(f"no such file {path!r}")
-    try:
-        graph = nir.read(path)
-    except Exception as e:  # h5py / nir raise many kinds
-        raise ConfigError(f"{path!r} is not a NIR file nir {nir.version} can read ({type(e).__name__}: {e})") from None
-    print(f"// {path}: NIR graph, {len(graph.nodes)} nodes (nir {nir.version})")
-    print(format_nir(nir, graph))
-    snn = from_nir(graph)
-    print(f"// as snncompile reads it (T={snn.T}; the stage before lowering)")
-    print(snn.semantic_graph)
     return 0
 
 

@@ -7,6 +7,7 @@ with T folded into the batch; a plain graph takes ``(x)`` and is the ANN.
 """
 from __future__ import annotations
 
+import keyword
 import re
 
 import torch
@@ -95,12 +96,26 @@ def is_temporal(graph: Graph) -> bool:
     return any(get_op(n.op).temporal for n in graph.nodes)
 
 
+_RESERVED: set[str] = set()
+
+
+def _reserved_names() -> set[str]:
+    """The attribute names a GraphModule has already (methods, ``training``, ...), and the forward's own."""
+    if not _RESERVED:
+        _RESERVED.update(dir(fx.GraphModule(nn.Module(), fx.Graph())), {"self", "T"})
+    return _RESERVED
+
+
 def _base_name(node: Node, taken: set[str]) -> str:
     src = node.source
     base = src.module_path if src is not None and src.module_path else node.op
     base = re.sub(r"\W", "_", base)
     if base[:1].isdigit():
         base = "_" + base
+    # a Python keyword, or a name nn.Module / fx already uses ("forward", "to", "training", "self"),
+    # cannot be an attribute or a variable of the generated forward
+    if keyword.iskeyword(base) or base in _reserved_names():
+        base = base + "_"
     name, k = base, 1
     while name in taken:
         k += 1

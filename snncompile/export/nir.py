@@ -16,7 +16,7 @@ import warnings
 
 from ..errors import ConfigError
 
-__all__ = ["export_nir", "to_nir", "from_nir", "require_nir", "NIR_VERSIONS", "CONVENTIONS"]
+__all__ = ["export_nir", "to_nir", "from_nir", "read_nir_file", "require_nir", "NIR_VERSIONS", "CONVENTIONS"]
 
 # 1.0.6 added v_reset to IF/LIF/CubaLIF (before it a reset value could not be written or read);
 # 1.1 may change the node set or the file layout: refused until tested
@@ -97,6 +97,20 @@ def export_nir(snn, path, *, form: str = "subtract", dt: float = 1.0):
     return graph
 
 
+def read_nir_file(path, where: str = "from_nir"):
+    """The ``nir.NIRGraph`` in the file at ``path`` (nir's reader, with its type check);
+    ConfigError naming ``where`` for a missing file or one nir cannot read."""
+    nir = require_nir()
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ConfigError(f"{where}: no such file {path!r}")
+    try:
+        return nir.read(path)
+    except Exception as e:  # h5py / nir raise many kinds
+        raise ConfigError(f"{where}: {path!r} is not a NIR file nir {nir.version} can read ({type(e).__name__}: "
+                          f"{e})") from None
+
+
 def from_nir(graph, *, T: int | None = None, dt: float | None = None, backend: str = "auto"):
     """A runnable SpikingModule from a NIR graph (a ``nir.NIRGraph`` or a path to a .nir file),
     written by snncompile or by another tool. ``T``: default steps (the graph's, else 32; a
@@ -108,14 +122,7 @@ def from_nir(graph, *, T: int | None = None, dt: float | None = None, backend: s
 
     where = "from_nir"
     if isinstance(graph, (str, os.PathLike)):
-        path = os.fspath(graph)
-        if not os.path.exists(path):
-            raise ConfigError(f"{where}: no such file {path!r}")
-        try:
-            graph = nir.read(path)
-        except Exception as e:  # h5py / nir raise many kinds
-            raise ConfigError(f"{where}: {path!r} is not a NIR file nir {nir.version} can read ({type(e).__name__}: "
-                              f"{e})") from None
+        graph = read_nir_file(graph, where)
     if not isinstance(graph, nir.NIRGraph):
         raise ConfigError(f"{where}: expected a nir.NIRGraph or a path to a .nir file, got {type(graph).__name__}")
     return read_graph(nir, graph, T=T, dt=dt, backend=backend)

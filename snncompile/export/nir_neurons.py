@@ -21,6 +21,7 @@ IF/LIF instead (reset to a membrane of 0), which changes the neuron.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,6 +196,12 @@ def neuron_from_nir(kind: str, p: dict, dt: float, where: str) -> tuple[dict, to
         theta = per_channel(-gain * np.asarray(p["reset_scale"], F32), "reset", where)
         th = _per_sample(theta, np.shape(p["v_threshold"]))
         v_init = uniform((th - above(p["v_threshold"])) / th, "starting potential", where)
+        if v_init != 0.0:
+            # our IF fires at the threshold it subtracts; another threshold is a start offset, exact
+            # in real arithmetic only (float32 rounds a small offset away once |v| is large)
+            warnings.warn(f"from_nir: {where} fires above {float(np.min(p['v_threshold'])):g} but resets by "
+                          f"{float(np.min(th)):g}; read as an IF neuron starting at v_init={v_init:g} (the same in "
+                          "real arithmetic; in float32 a spike at an exact tie can move)", stacklevel=5)
         attrs = {"family": "if", "v_init": v_init, "reset": "subtract"}
         return attrs, theta, None if np.all(gain == 1) else gain
     else:

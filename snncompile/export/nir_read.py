@@ -8,6 +8,7 @@ own spikes (directly or through one Affine/Linear) becomes a recurrent container
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import torch
@@ -43,7 +44,6 @@ class _Reader:
         self.nir, self.flat, self.dt = nir, flat, dt
         self.g = Graph(name="nir")
         self.value: dict = {}  # NIR name -> IR node giving its output
-        self.n_inputs = 0
 
     def add(self, op, inputs, attrs=None, params=None, where: str = "", graph=None):
         g = graph or self.g
@@ -88,15 +88,18 @@ class _Reader:
 
     def node(self, name, node, srcs):
         """The IR node(s) for the stateless or non-looped NIR node ``name`` read from ``srcs``."""
-        k, nir = type(node).__name__, self.nir
+        k = type(node).__name__
         if k == "Input":
             rec = json.loads(_record(node) or "{}")
             enc = rec.get("encode") or "sequence"
             shape = (None,) + tuple(int(d) for d in node.input_type["input"])
             kind = "sequence" if enc == "sequence" else "static"
-            inp = self.g.add("input", [], {"index": self.n_inputs, "kind": kind},
+            names = sorted(n for n, k in self.flat.kinds.items() if k == "Input")
+            index = rec.get("index", names.index(name))  # by name: the order nir.read gives back
+            inp = self.g.add("input", [], {"index": int(index), "kind": kind},
                              meta={"shape": shape, "source": SourceLoc(module_path=name)})
-            self.n_inputs += 1
+            if len(names) > 1:
+                inp.meta["input_name"] = name
             return self.add("encode", [inp], {"method": enc}, where=name)
         if k in _REFUSED:
             raise UnsupportedOpError(f"from_nir: node {name!r} is a {k}: {_REFUSED[k]}")
@@ -119,7 +122,7 @@ class _Reader:
                             where=name)
         if k == "Scale":
             return self.add("scale", [x], {}, {"factor": _arr(node.scale)}, name)
-        if k == "I":  # an integrator read out: the time average of its current (its state / (T*dt*r))
+        if k == "I":  # an integrator read out: snn(x) is the time average of dt*r*x, its state / T
             return self.add("readout", [self.scaled(x, self.gain(node), name)], {"mode": "mean"}, where=name)
         if k == "LI":
             return self.leaky(name, x, node.tau, node.r, node.v_leak, k, json.loads(_record(node) or "{}"))
@@ -179,6 +182,10 @@ class _Reader:
         if feedback is not None:
             f = self.flat.nodes[feedback]
             params = {"weight": _arr(f.weight)} | ({"bias": _arr(f.bias)} if hasattr(f, "bias") else {})
+            if np.any(np.asarray(getattr(f, "bias", 0)) != 0):
+                warnings.warn(f"from_nir: the feedback {type(f).__name__} {feedback!r} has a bias; it is added from the "
+                              "first step, as snnTorch's recurrent neurons do (a strict reading of the cycle's delayed "
+                              "edge adds it from the second step)", stacklevel=4)
             fb = self.add("linear", [yi], {}, params, feedback, body)
         total = self.add("add", [xi, fb], where=name, graph=body)
         n = self.neuron(name, node, total, loop, body)
@@ -194,9 +201,15 @@ def read_graph(nir, graph, *, T, dt, backend):
     from ..runtime import SpikingModule, check_steps
 
     ours = json.loads(_record(graph) or "{}")
+    if dt is None and not ours:
+        _warn_if_dt_looks_small(graph)
     dt = float(dt if dt is not None else ours.get("dt", 1.0))
     T = check_steps(T if T is not None else int(ours.get("T", 32)), "from_nir: T")
     flat = flatten(nir, graph)
+    outputs = [n for n, k in flat.kinds.items() if k == "Output"]
+    if len(outputs) != 1:
+        raise UnsupportedOpError(f"from_nir: the graph has {len(outputs)} Output nodes ({', '.join(outputs[:4])}); "
+                                 "snncompile's SNN has one output — keep one Output (or join them in the graph)")
     loops = find_loops(flat)
     resets = {(lp.reset, lp.integrator) for lp in loops.values()}
     delayed = delayed_edges(flat, resets)
@@ -221,12 +234,27 @@ def read_graph(nir, graph, *, T, dt, backend):
             r.value[name] = r.neuron(name, node, r.summed(srcs, name), loop)
         else:
             r.value[name] = r.node(name, node, srcs)
-    outs = [r.value[n] for n, k in flat.kinds.items() if k == "Output"]
+    # an output not read out by an integrator (spikes, a leaky membrane) is decoded as its time
+    # average, as snncompile's readout does: snn(x) is [N, ...], snn.run_sequence(x) [T, N, ...]
+    outs = [v if v.op == "readout" else r.add("readout", [v], {"mode": "mean"}, where=n)
+            for n, v in ((n, r.value[n]) for n, k in flat.kinds.items() if k == "Output")]
     r.add("output", outs)
     r.g.verify()
     pipe = Pipeline([get_pass("hoist-static"), get_pass("fuse-neuron-sumpool")])
     lowered = pipe.run(r.g, PassContext(T=T))
     return SpikingModule(lowered, T, backend=choose_backend(backend, torch.device("cpu")), pipeline=pipe)
+
+
+def _warn_if_dt_looks_small(graph) -> None:
+    """One warning when a graph of another tool, read with the default dt=1, has resistances or time
+    constants of 100 or more: SpikingJelly and snnTorch write r = 1/dt, tau = dt/(1-beta) with
+    dt = 1e-4, which dt=1 reads 10,000 times too strong."""
+    big = [n for n, v in graph.nodes.items() if any(np.any(np.abs(np.asarray(getattr(v, f, 0), np.float64)) >= 100)
+                                                     for f in ("r", "tau", "tau_mem", "tau_syn"))]
+    if big:
+        warnings.warn(f"from_nir: no dt given and the graph does not say it, so dt=1; but {big[0]!r} has r or tau >= 100, "
+                      "as tools that write dt=1e-4 do (SpikingJelly, snnTorch) — pass the graph's step, e.g. "
+                      "from_nir(path, dt=1e-4)", stacklevel=3)
 
 
 def _recurrent(r, name, node, srcs, loop, back):

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-__all__ = ["format_nir"]
+__all__ = ["format_nir", "inspect_nir_file"]
 
 _SHOWN = ("r", "tau", "v_leak", "v_threshold", "v_reset", "threshold", "scale", "stride", "padding",
           "kernel_size", "groups", "start_dim", "end_dim", "tau_syn", "tau_mem", "w_in", "delay")
@@ -16,9 +16,9 @@ def _value(v) -> str:
     a = np.asarray(v)
     if a.dtype.kind in "fiu" and a.size > 1:
         lo, hi = float(a.min()), float(a.max())
-        return f"{lo:.6g}" if lo == hi else f"{lo:.4g}..{hi:.4g}"
+        return f"{lo:.8g}" if lo == hi else f"{lo:.8g}..{hi:.8g}"  # 8 digits: a float32 nudge shows
     if a.size == 1 and a.dtype.kind in "fiu":
-        return f"{float(a.reshape(-1)[0]):.6g}"
+        return f"{float(a.reshape(-1)[0]):.8g}"
     return str(v)
 
 
@@ -57,6 +57,18 @@ def format_nir(nir, graph) -> str:
     lines.append(f"// {len(edges)} edges (~> carries the previous step's value){why}")
     lines += [f"  {a} {'~>' if (a, b) in delayed else '->'} {b}" for a, b in edges]
     return "\n".join(lines)
+
+
+def inspect_nir_file(path: str) -> str:
+    """What ``snncompile inspect file.nir`` prints: the file's nodes and edges, then the graph
+    snncompile reads from it. ConfigError for a missing or unreadable file."""
+    from .nir import from_nir, read_nir_file, require_nir
+
+    nir = require_nir()
+    graph = read_nir_file(path, "inspect")
+    snn = from_nir(graph)
+    return "\n".join([f"// {path}: NIR graph, {len(graph.nodes)} nodes (nir {nir.version})", format_nir(nir, graph),
+                      f"// as snncompile reads it (T={snn.T}; the stage before lowering)", str(snn.semantic_graph)])
 
 
 def _nodes(graph, lines, indent, nir):

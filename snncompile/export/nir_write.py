@@ -210,10 +210,17 @@ class _Writer:
         return [fire]
 
     def recurrent(self, node, sources) -> list:
-        """The body inline: its state input is the neuron's own spikes, so its feedback is a cycle."""
-        body = node.attrs["body"]
+        """The body inline: its state input is the neuron's own spikes, so its feedback is a cycle.
+        A feedback bias moves to the input path (an identity Affine): our container adds it from the
+        first step, and a cycle's edge carries nothing at the first step."""
+        body = node.attrs["body"].copy()
         base = self.name(node)
         x_in, state = sorted(body.inputs, key=lambda i: i.attrs.get("index", 0))
+        fb = next((u for u in body.users(state) if u.op == "linear" and "bias" in u.params), None)
+        if fb is not None:
+            b = _np(fb.params.pop("bias"))
+            eye = self.nir.Affine(weight=np.eye(b.shape[0], dtype=F32), bias=b)
+            sources = [self.add(f"{base}.bias", eye, sources, b.shape, json.dumps({"op": "recurrent_bias"}))]
         spikes = fire_name(base) if self.form == "subtract" and body.output.inputs[0].attrs.get(
             "reset", "subtract") == "subtract" else base
         outs = self.walk(body, {x_in.id: sources, state.id: [spikes]}, out_name=base, outer=node)

@@ -71,8 +71,8 @@ def compiled(model: nn.Module, x: torch.Tensor, T: int = 8, **kw):
     return snncompile.compile(model, x, T=T, normalize="fixed", calibrate="none", **kw)
 
 
-def recurrent_net(kind: str, neuron) -> nn.Module:
-    rec = layers.LinearRecurrent(6, neuron) if kind == "linear" else layers.ElementwiseRecurrent(neuron)
+def recurrent_net(kind: str, neuron, bias: bool = False) -> nn.Module:
+    rec = layers.LinearRecurrent(6, neuron, bias=bias) if kind == "linear" else layers.ElementwiseRecurrent(neuron)
     return nn.Sequential(nn.Linear(5, 6), rec, nn.Linear(6, 3))
 
 

@@ -84,6 +84,17 @@ def test_recurrent_nets_match_nir(kind, neuron):
     assert fire and any(a == fire[0] and b != fire[0].replace(".fire", ".reset") for a, b in graph.edges)
 
 
+def test_recurrent_feedback_bias_counts_from_the_first_step():
+    """Our container adds the feedback bias from step 1; a cycle's edge carries nothing at step 1,
+    so the export puts the bias on the input path (an identity Affine) and NIR agrees exactly."""
+    model = dyadic_(recurrent_net("linear", layers.IF(1.0, v_init=0.5), bias=True), seed=7)
+    x = dyadic_input((5, 5), seed=6)
+    snn = snncompile.to_trainable(model, T=T, example_input=x)
+    graph = snncompile.to_nir(snn)
+    assert any(n.endswith(".bias") for n in graph.nodes)
+    assert compare(snn, graph, x, T) == 1
+
+
 @pytest.mark.parametrize("options", [dict(neuron="lif", tau=2.0), dict(neuron="lif", beta=0.5, v_init=0.5),
                                      dict(neuron="if", v_init=0.5)])
 def test_trainable_lif_and_if_match_nir(options):

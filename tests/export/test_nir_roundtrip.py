@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import nir
-import numpy as np
 import pytest
 import torch
 
