@@ -132,7 +132,7 @@ def _cmd_inspect(a) -> int:
 
     if a.model.lower().endswith(".nir"):
         from .export.nir_show import inspect_nir_file
-        print(inspect_nir_file(a.model))
+        inspect_nir_file(a.model)
         return 0
     model, x, calib, what = load_model(a.model)
     if isinstance(model, str):  # an ONNX file

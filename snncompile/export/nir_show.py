@@ -59,16 +59,19 @@ def format_nir(nir, graph) -> str:
     return "\n".join(lines)
 
 
-def inspect_nir_file(path: str) -> str:
-    """What ``snncompile inspect file.nir`` prints: the file's nodes and edges, then the graph
-    snncompile reads from it. ConfigError for a missing or unreadable file."""
+def inspect_nir_file(path: str, out=print) -> None:
+    """What ``snncompile inspect file.nir`` prints (through ``out``): the file's nodes and edges,
+    then the graph snncompile reads from it. ConfigError for a missing or unreadable file; the
+    importer's error (after the nodes and edges are printed) for a graph snncompile cannot run."""
     from .nir import from_nir, read_nir_file, require_nir
 
     nir = require_nir()
     graph = read_nir_file(path, "inspect")
+    out(f"// {path}: NIR graph, {len(graph.nodes)} nodes (nir {nir.version})")
+    out(format_nir(nir, graph))
     snn = from_nir(graph)
-    return "\n".join([f"// {path}: NIR graph, {len(graph.nodes)} nodes (nir {nir.version})", format_nir(nir, graph),
-                      f"// as snncompile reads it (T={snn.T}; the stage before lowering)", str(snn.semantic_graph)])
+    out(f"// as snncompile reads it (T={snn.T}; the stage before lowering)")
+    out(str(snn.semantic_graph))
 
 
 def _nodes(graph, lines, indent, nir):

@@ -144,3 +144,18 @@ def test_cli_compile_nir_and_inspect(tmp_path):
     junk.write_bytes(b"not hdf5")
     bad = subprocess.run(run + ["inspect", str(junk)], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and "not a NIR file" in bad.stderr
+
+
+def test_cli_inspect_shows_a_graph_it_cannot_run_then_says_why(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "delay.nir"
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([2])), "d": nir.Delay(delay=np.ones(2)),
+                            "output": nir.Output(output_type=np.array([2]))},
+                     edges=[("input", "d"), ("d", "output")], type_check=False)
+    nir.write(path, g)
+    done = subprocess.run([sys.executable, "-m", "snncompile", "inspect", str(path)], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == 1
+    assert "d: Delay [2] delay=1" in done.stdout and "input -> d" in done.stdout
+    assert "node 'd' is a Delay" in done.stderr
