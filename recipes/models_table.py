@@ -48,7 +48,9 @@ def time_limit(seconds: float | None):
         yield
         return
     old = signal.signal(signal.SIGALRM, lambda signum, frame: _raise_time_limit(seconds))
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # the alarm repeats every 0.1 s: a raise that lands where Python swallows it (a __del__ or a
+    # weakref callback during garbage collection: "Exception ignored in ...") comes again
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.1)
     try:
         yield
     finally:
