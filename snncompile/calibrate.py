@@ -8,16 +8,16 @@ bounded memory; see snncompile/stats.py for the accuracy of the percentile estim
 from __future__ import annotations
 
 import itertools
-import sys
-import time
 import warnings
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
+from . import distributed_stats as distributed
 from .errors import CalibrationError
 from .interpret import Interpreter, is_temporal
 from .ir import Graph, Node
+from .progress import progress as progress_bar
 from .stats import ActivationStats
 
 __all__ = ["calibration_head", "HEAD_ROWS", "iter_batches", "collect_stats", "first_batch", "peek_first_batch", "input_names"]
@@ -48,6 +48,10 @@ def iter_batches(data: Any, batch_size: int = 256, *, allow_nonfinite: bool = Fa
     (the Poisson encoder's probabilities; ``what`` says who asks). Inputs of one batch with
     different row counts are a CalibrationError naming them.
     """
+    if isinstance(data, distributed.GatheredHead):  # torch.distributed: every rank's first rows
+        yield from data.batches(iter_batches, batch_size, allow_nonfinite=allow_nonfinite, value_range=value_range,
+                                what=what, n_inputs=n_inputs, names=names)
+        return
     if data is None:
         raise CalibrationError("no calibration data; pass a tensor, a list of tensors or a DataLoader "
                                "of inputs (a few hundred training images is enough)")
@@ -247,10 +251,10 @@ def _rows_of(item: Any) -> int:
 def calibration_head(data: Any) -> Any:
     """Calibration data for a pass that needs only its first rows (at most HEAD_ROWS): ``data``
     itself when it can be read again, else (a one-shot iterator a pass already read) the first
-    items it yielded."""
+    items it yielded; under torch.distributed, a ``distributed.GatheredHead`` of every rank's."""
     if isinstance(data, _Peeked) and data._used:
-        return data.head
-    return data
+        data = data.head
+    return distributed.GatheredHead(data, HEAD_ROWS) if distributed.is_distributed() else data
 
 
 def peek_first_batch(data: Any, *, allow_nonfinite: bool = False, n_inputs: int = 1,
@@ -293,8 +297,8 @@ def collect_stats(graph: Graph, data: Any, nodes: Iterable[Node], *, bins: int =
     values outside ``value_range`` refused).
 
     Deterministic for the same data; runs on ``device`` (default: where the graph's first
-    parameter lives). Shows a progress line on stderr (when it is a terminal, or ``progress=True``) once it takes
-    more than two seconds.
+    parameter lives). Shows a progress bar (tqdm) on stderr when it is a terminal (or ``progress=True``)
+    once it takes more than two seconds.
     """
     if is_temporal(graph):
         raise CalibrationError("calibration runs on the ANN; run it before relu-to-if/encode/readout")
@@ -307,18 +311,10 @@ def collect_stats(graph: Graph, data: Any, nodes: Iterable[Node], *, bins: int =
         if st is not None:
             st.update(value)
 
-    if progress is None:
-        progress = sys.stderr.isatty()
     n_inputs = max(len(graph.inputs), 1)
-    t0, k, shown = time.perf_counter(), 0, False
     with torch.no_grad():
         batches = iter_batches(data, batch_size, allow_nonfinite=allow_nonfinite, value_range=value_range, what=what,
                                n_inputs=n_inputs, names=input_names(graph))
-        for k, x in enumerate(batches, 1):
+        for x in progress_bar(batches, desc="calibrating", enabled=progress, delay=2.0):
             run(*(x if n_inputs > 1 else (x,)), observer=observe)
-            if progress and time.perf_counter() - t0 > 2.0:
-                print(f"\rcalibrating: {k} batches", end="", file=sys.stderr, flush=True)
-                shown = True
-    if shown:
-        print(file=sys.stderr)
-    return stats
+    return distributed.all_reduce_stats(stats)  # torch.distributed: as one process over every rank's data

@@ -1,123 +1,38 @@
-"""The ``snncompile`` command line: inspect (models and .nir files), compile (``--nir`` exports), demo.
+"""The ``snncompile`` command line: inspect (models and .nir files), compile (``--nir`` exports),
+demo, report.
+
+Every model command takes the user's own data: ``--calib FILE`` (the calibration inputs) and
+``--data FILE`` (inputs and labels to measure accuracy on), each a .npy, .npz or .pt file or a
+folder of images (``snncompile.cli_data`` reads them and checks them against the model's input
+shape). Without ``--calib`` a registry model calibrates on its real data and a model file or ONNX
+model on random inputs, with a warning. Progress bars (tqdm) appear on a terminal only.
 
 Errors print one line, ``snncompile: error: ...``, and exit 2 for a usage error (a bad
-argument or option, an unknown model or demo, an ``--out`` that cannot be written: checked
-before the compile) or 1 for a failure (the model file raised, a pass failed, ...); ``--debug``
-adds the traceback.
+argument or option, an unknown model or demo, a missing --calib file, an ``--out`` that cannot
+be written: checked before any work) or 1 for a failure (the model file raised, a pass failed,
+...); ``--debug`` adds the traceback. Nothing heavy (torch) is imported before a command runs,
+so ``snncompile --help`` is quick.
 """
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import os
 import sys
-import tempfile
-import traceback
 
-import torch
-
+from .cli_models import Loaded as _Loaded
+from .cli_models import ModelFileError, load_model
+from .cli_models import calibration as _calibration
+from .cli_models import check_data_options as _check_data_options
+from .cli_models import check_out_dir as _check_out_dir
+from .cli_models import check_writable as _check_writable
+from .cli_models import load as _load
+from .cli_models import read_data as _read_data
+from .cli_models import registry_name as _registry_name
+from .cli_models import say as _say
+from .cli_parser import BACKENDS, CALIBRATIONS, NORMALIZE_MODES, REPORT_TS, SURROGATES, UsageError, build_parser
 from .errors import ConfigError, SnnCompileError
 
-__all__ = ["main", "load_model", "ModelFileError"]
-
-
-class ModelFileError(SnnCompileError):
-    """The user's model file (``path/to/file.py:factory``) failed to load or build the model."""
-
-
-class _UsageError(Exception):
-    """argparse found a bad command line (already one line of text)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse prints the usage and exits)
-        raise _UsageError(f"{message} (see '{self.prog} --help')")
-
-
-def _run_user_file(path: str, factory: str):
-    """Import ``path`` and call ``factory()``; ModelFileError naming the file, line and error."""
-    stage = "loading it"
-    try:
-        mod_spec = importlib.util.spec_from_file_location("_snncompile_user_model", path)
-        mod = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(mod)
-        if not hasattr(mod, factory):
-            raise ConfigError(f"{path} has no {factory!r}; give path/to/file.py:factory where factory() returns a model")
-        stage = f"calling {factory}()"
-        model = getattr(mod, factory)()
-    except (SnnCompileError, KeyboardInterrupt):
-        raise
-    except BaseException as e:  # whatever the user's code raised, SystemExit included
-        line = getattr(e, "lineno", None) if isinstance(e, SyntaxError) else next(
-            (f.lineno for f in reversed(traceback.extract_tb(e.__traceback__))
-             if os.path.abspath(f.filename) == os.path.abspath(path)), None)
-        at = f" at line {line}" if line else ""
-        raise ModelFileError(f"model file {path}: {stage} raised {type(e).__name__}{at}: {e} — fix the file "
-                             "(--debug shows the traceback)") from e
-    if not isinstance(model, torch.nn.Module):
-        raise ConfigError(f"{path}: {factory}() returned a {type(model).__name__}, not a torch.nn.Module")
-    return mod, model.eval()
-
-
-def _onnx_data(path: str):
-    """``(example_input, calibration_data, description)`` for an ONNX file: real MNIST digits when
-    its input is one 1x28x28 image per sample, else seeded random inputs of its input shape."""
-    from . import from_onnx
-
-    graph = from_onnx(path)  # also refuses an unreadable file before anything else runs
-    shape = tuple(graph.inputs[0].shape[1:])
-    if shape == (1, 28, 28):
-        try:
-            from snncompile.models.data import mnist_split
-            x_tr = mnist_split()[0]
-            return x_tr[:8], x_tr[:512], "512 real MNIST training digits"
-        except Exception:
-            pass
-    x = torch.rand((8,) + shape, generator=torch.Generator().manual_seed(0))
-    return x, x, "random inputs (no data known for an ONNX model)"
-
-
-def load_model(spec: str, pretrained: bool = True):
-    """``spec`` is a registry name (models/), ``path/to/file.py:factory`` or ``path/to/model.onnx``.
-    Returns ``(model, example_input, calibration_data, description_of_data)``; for an ONNX file
-    ``model`` is its path (``snncompile.from_onnx`` reads it)."""
-    from snncompile.models import MODELS, checkpoint_path, example_input, get_model
-
-    if spec.lower().endswith(".onnx"):
-        if not os.path.isfile(spec):
-            raise ConfigError(f"no file {spec!r}; give MODEL as a registry name, path/to/file.py:factory or a .onnx file")
-        return (spec,) + _onnx_data(spec)
-    if ":" in spec and spec.split(":")[0].endswith(".py"):
-        path, factory = spec.rsplit(":", 1)
-        if not os.path.isfile(path):
-            raise ConfigError(f"no file {path!r}; give MODEL as a registry name or path/to/file.py:factory")
-        mod, model = _run_user_file(path, factory)
-        shape = getattr(model, "input_shape", None) or getattr(mod, "INPUT_SHAPE", None)
-        if shape is None:
-            raise ConfigError(f"{path}: set INPUT_SHAPE = (C, H, W) in the file (or model.input_shape) so "
-                              "snncompile knows the example input")
-        x = torch.rand((8,) + tuple(shape), generator=torch.Generator().manual_seed(0))
-        return model, x, x, "random inputs (no data known for a user model)"
-    if spec.endswith(".py"):
-        raise ConfigError(f"give a model file as {spec}:factory (the function in it that returns the model)")
-    from .demo import ALIASES
-
-    spec = ALIASES.get(spec, spec)
-    if spec not in MODELS:
-        raise ConfigError(f"unknown model {spec!r}; known: {', '.join(MODELS)} (or path/to/file.py:factory)")
-    entry = MODELS[spec]
-    ckpt = checkpoint_path(spec)
-    has_ckpt = pretrained and ckpt is not None and ckpt.exists()
-    model = get_model(spec, pretrained=has_ckpt)
-    if tuple(entry.input_shape) == (1, 28, 28):
-        try:
-            from snncompile.models.data import mnist_split
-            x_tr = mnist_split()[0]
-            return model, x_tr[:8], x_tr[:512], "512 real MNIST training digits"
-        except Exception:
-            pass
-    x = example_input(spec, batch=8)
-    return model, x, x, "random inputs"
+__all__ = ["main", "load_model", "ModelFileError", "BACKENDS", "NORMALIZE_MODES", "CALIBRATIONS", "SURROGATES",
+           "REPORT_TS"]
 
 
 def _print_after(value):
@@ -126,20 +41,28 @@ def _print_after(value):
 
 
 def _cmd_inspect(a) -> int:
+    """``snncompile inspect``: print a .nir file, or trace MODEL and print the graph after each pass."""
+    if a.model.lower().endswith(".nir"):
+        if a.calib or a.data:
+            raise ConfigError("--calib and --data apply to models; a .nir file is printed as it is")
+        from .export.nir_show import inspect_nir_file
+        inspect_nir_file(a.model)
+        return 0
+    _check_data_options(a)
     from .convert import conversion_pipeline
     from .frontend.fx import trace
     from .pipeline import PassContext, Pipeline
 
-    if a.model.lower().endswith(".nir"):
-        from .export.nir_show import inspect_nir_file
-        inspect_nir_file(a.model)
-        return 0
-    model, x, calib, what = load_model(a.model)
-    if isinstance(model, str):  # an ONNX file
+    loaded = _load(a.model, real_data=a.calib is None)
+    calib, data = _read_data(a, loaded)
+    calib_x, x, what, warning = _calibration(a.model, loaded, calib, data)
+    if isinstance(loaded.model, str):  # an ONNX file
         from . import from_onnx
-        graph = from_onnx(model)
+        graph = from_onnx(loaded.model)
     else:
-        graph = trace(model, x)
+        graph = trace(loaded.model, x)
+    if warning:
+        _say("warning", warning)
     pa = _print_after(a.print_after) if a.print_after is not None else "all"
     if a.passes:
         pipe = Pipeline(a.passes, print_after=pa, dump_dir=a.dump)
@@ -149,47 +72,90 @@ def _cmd_inspect(a) -> int:
     else:
         pipe = conversion_pipeline(print_after=pa, dump_dir=a.dump)
     print(f"// {a.model}: pipeline {pipe}\n// calibration: {what}")
-    pipe.run(graph, PassContext(calibration_data=calib))
+    pipe.run(graph, PassContext(calibration_data=calib_x))
     print("// pass timings\n" + pipe.timing_table())
     return 0
 
 
-def _check_writable(out: str, option: str = "--out", example: str = "snn.safetensors") -> None:
-    """ConfigError unless a file can be written at ``out`` (checked before a long compile)."""
-    if os.path.isdir(out):
-        raise ConfigError(f"{option} {out} is a folder; give a file path such as {os.path.join(out, example)}")
-    folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder):
-        what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
-        raise ConfigError(f"{option} {out}: {folder} {what}; create the folder or choose another path")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-        if os.path.exists(out) and not os.access(out, os.W_OK):
-            raise PermissionError(13, "permission denied")
-    except OSError as e:
-        raise ConfigError(f"{option} {out}: cannot write there ({e.strerror or e}); choose a writable path") from None
+def _eval_steps(a) -> tuple[int, ...]:
+    """--eval-T, else 1, 2, 4, ... up to --T, and --T."""
+    if a.eval_T:
+        return a.eval_T
+    steps, t = {a.T}, 1
+    while t < a.T:
+        steps.add(t)
+        t *= 2
+    return tuple(sorted(steps))
+
+
+def _ann_predictions(model, x, batch_size: int = 500):
+    """The ANN's argmax per input (an nn.Module, or an ONNX path run through snncompile's IR)."""
+    import torch
+
+    if isinstance(model, str):
+        from . import from_onnx
+        from .emit import emit
+        model = emit(from_onnx(model))
+    preds = []
+    with torch.no_grad():
+        for s in range(0, len(x), batch_size):
+            out = model(x[s:s + batch_size])
+            preds.append(out.reshape(out.shape[0], -1).argmax(-1))
+    return torch.cat(preds)
+
+
+def _print_accuracy(model, snn, data, Ts: tuple[int, ...], T: int) -> dict:
+    """--data's accuracy (or, without labels, agreement with the ANN) of the ANN and of the SNN at
+    every T in ``Ts`` (one simulation of max(Ts) steps, in batches with a progress bar)."""
+    from .demo import accuracy_by_T
+
+    ann = _ann_predictions(model, data.x)
+    if data.y is not None:
+        target, what = data.y, "accuracy"
+        ann_acc = 100.0 * (ann == data.y).float().mean().item()
+        head = f"// accuracy on {data.describe()}: ANN {ann_acc:.2f}%"
+    else:
+        target, what, ann_acc = ann, "agreement with the ANN's predictions", None
+        head = f"// {data.source} has no labels: the SNN's agreement with the ANN's predictions on its {len(ann)} inputs"
+    acc, secs = accuracy_by_T(snn, data.x, target, Ts, batch_size=256, desc="simulating")
+    print(head)
+    print(f"// SNN {what} (%) after T steps (compiled for T={T}; {len(data.x)} inputs x T={max(Ts)} in {secs:.2f}s):")
+    print("//  " + "".join(f"{'T=' + str(t):>9}" for t in Ts))
+    print("//  " + "".join(f"{acc[t]:>9.2f}" for t in Ts))
+    return {"ann": ann_acc, "snn": acc}
 
 
 def _cmd_compile(a) -> int:
-    from .convert import compile as compile_snn
-
+    """``snncompile compile``: convert MODEL, print the SNN (and --data's accuracy per T), save it."""
     if a.out:
-        _check_writable(a.out)
+        _check_writable(a.out, "--out/-o")
+    if a.nir:
+        _check_writable(a.nir, "--nir", "snn.nir")
+    _check_data_options(a)
+    if a.eval_T and not a.data:
+        raise ConfigError("--eval-T reads --data's accuracy; give --data FILE too")
     if a.nir:
         from .export.nir import require_nir
         require_nir()  # before the compile: a missing or unsupported nir is known now
-        _check_writable(a.nir, "--nir", "snn.nir")
-    model, x, calib, what = load_model(a.model)
-    snn = compile_snn(model, calib, T=a.T, normalize=a.normalize, percentile=a.percentile,
-                      granularity=a.granularity, v_init=a.v_init, backend=a.backend,
-                      print_after=_print_after(a.print_after), dump_dir=a.dump)
+    from .convert import compile as compile_snn
+
+    loaded = _load(a.model, real_data=a.calib is None)
+    calib, data = _read_data(a, loaded)
+    calib_x, _, what, warning = _calibration(a.model, loaded, calib, data)
+    snn = compile_snn(loaded.model, calib_x, T=a.T, normalize=a.normalize, calibrate=a.calibrate,
+                      percentile=a.percentile, granularity=a.granularity, scale=a.scale, v_init=a.v_init,
+                      max_spikes=a.max_spikes, backend=a.backend, print_after=_print_after(a.print_after),
+                      dump_dir=a.dump)
+    if warning:
+        _say("warning", warning)
     print(f"// {a.model} compiled (calibration: {what}); pipeline {snn.pipeline}")
     print("// the SNN (the stage before lowering: what exporters and analyses read)")
     print(snn.semantic_graph)
     print("// lowered for the runtime (hoist-static, fusions): what runs")
     print(snn.graph)
     print(snn.code)
+    if data is not None:
+        _print_accuracy(loaded.model, snn, data, _eval_steps(a), a.T)
     if a.out:
         snn.save(a.out)
         print(f"saved the SNN to {a.out} (load it with snncompile.load({a.out!r}))")
@@ -202,69 +168,93 @@ def _cmd_compile(a) -> int:
 
 
 def _cmd_demo(a) -> int:
-    from .demo import run_demo, run_low_latency_demo
+    """``snncompile demo``: the MNIST accuracy table (or --low-latency), on the user's data if given."""
+    _check_data_options(a)
+    from . import demo
 
+    key = demo._demo_key(a.model)
+    kwargs: dict = {"backend": a.backend}
+    if a.calib or a.data:
+        from snncompile.models import MODELS
+
+        loaded = _Loaded(key, None, None, "", tuple(MODELS[key].input_shape), True)
+        calib, data = _read_data(a, loaded)
+        if data is not None and data.y is None:
+            raise ConfigError(f"{data.source} has no labels; the demo measures accuracy: give a file with labels "
+                              "(.npz with x and y, a .pt (x, y) or a folder with one sub-folder per class)")
+        for d in (calib, data):
+            if d is not None:
+                print(f"// {d.describe()}")
+        if a.low_latency:
+            x_tr = calib.x if calib is not None else None
+            x_te, y_te = (data.x, data.y) if data is not None else (None, None)
+            if x_tr is None or x_te is None:
+                from snncompile.models.data import mnist_split
+                split = mnist_split()
+                x_tr = split[0] if x_tr is None else x_tr
+                x_te, y_te = (split[2], split[3]) if x_te is None else (x_te, y_te)
+            kwargs.update(data=(x_tr, None, x_te, y_te), n_calib=len(x_tr))
+        else:
+            if calib is not None:
+                kwargs["calib"] = calib.x
+            if data is not None:
+                kwargs["data"] = (data.x, data.y)
     if a.low_latency:
-        run_low_latency_demo(a.model, backend=a.backend)
+        demo.run_low_latency_demo(a.model, **kwargs)
     else:
-        run_demo(a.model, backend=a.backend)
+        demo.run_demo(a.model, **kwargs)
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of time steps") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number of time steps")
-    return value
+def _cmd_report(a) -> int:
+    """``snncompile report``: ``snncompile.report.write_report`` into -o DIR; print where it wrote."""
+    if a.model.lower().endswith(".onnx"):
+        raise ConfigError("report takes a registry name or path/to/file.py:factory, not an ONNX file yet; "
+                          "'snncompile compile MODEL.onnx --data FILE' gives its accuracy per T")
+    out_dir = _check_out_dir(a.out)
+    _check_data_options(a)
+    from .report import PICTURES, write_report
+
+    name = _registry_name(a.model)
+    if name is not None:  # the report knows the registry's models and their real data (the defaults)
+        from snncompile.models import MODELS
+
+        shape = tuple(MODELS[name].input_shape)
+        calib, data = _read_data(a, _Loaded(name, None, None, "", shape, True))
+        model, calib_x = a.model, (None if calib is None else calib.x)
+        what = calib.describe() if calib is not None else "the report's default (the model's real data)"
+        if calib is None and data is not None and shape != (1, 28, 28):
+            calib_x, what = data.x, f"{data.source}'s inputs (no --calib given)"
+    else:
+        loaded = _load(a.model, real_data=False)
+        calib, data = _read_data(a, loaded)
+        calib_x, _, what, warning = _calibration(a.model, loaded, calib, data)
+        if warning:
+            _say("warning", warning)
+        model = loaded.model
+    x, y = (None, None) if data is None else (data.x, data.y)
+    data_what = data.describe() if data is not None else (
+        "the report's default (the model's real test digits)" if name is not None else
+        "none: the calibration inputs are analysed, no accuracy (give --data FILE with labels)")
+    print(f"// {a.model}: report at T = {', '.join(map(str, a.T))}; calibration: {what}; data: {data_what}")
+    summary = write_report(model, out_dir, calib=calib_x, data=x, labels=y, T_values=tuple(a.T), backend=a.backend)
+    pictures = [f for f in PICTURES if os.path.isfile(os.path.join(out_dir, f))]
+    print(f"wrote the report: {summary}")
+    if pictures:
+        print(f"pictures ({len(pictures)}) in {out_dir}: {', '.join(pictures)}")
+    return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    debug = _Parser(add_help=False)
-    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show the Python traceback of an error")
-    ap = _Parser(prog="snncompile", description="Compile trained ANNs into spiking networks.", parents=[debug])
-    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
-    i = sub.add_parser("inspect", help="trace a model and print the graph after each pass", parents=[debug])
-    i.add_argument("model", help="registry name (e.g. mnist_cnn), path/to/file.py:factory, path/to/model.onnx, or "
-                   "path/to/graph.nir (prints the NIR graph and what snncompile reads from it)")
-    i.add_argument("--passes", help="pipeline spec, e.g. 'canonicalize,fold-batchnorm' (default: conversion)")
-    i.add_argument("--print-after", default=None, help="'all' (default), 'none' or comma-separated pass names")
-    i.add_argument("--dump", default=None, help="write NN-pass.txt for every stage into this folder")
-    i.add_argument("--train", action="store_true", help="the direct-training pipeline (insert-surrogate) "
-                   "instead of the conversion pipeline")
-    i.add_argument("--neuron", default="lif", choices=["if", "lif"], help="with --train: the neuron")
-    i.add_argument("--surrogate", default="atan", help="with --train: the surrogate")
-    i.set_defaults(fn=_cmd_inspect)
-    c = sub.add_parser("compile", help="convert a model to an SNN and print it", parents=[debug])
-    c.add_argument("model", help="registry name, path/to/file.py:factory or path/to/model.onnx")
-    c.add_argument("--T", type=_positive_int, default=32)
-    c.add_argument("--normalize", default="percentile", choices=["max", "percentile", "fixed"])
-    c.add_argument("--percentile", type=float, default=99.9)
-    c.add_argument("--granularity", default="channel", choices=["layer", "channel"])
-    c.add_argument("--v-init", type=float, default=0.5)
-    c.add_argument("--backend", default="auto")
-    c.add_argument("--print-after", default=None, help="'all', 'none' or comma-separated pass names")
-    c.add_argument("--dump", default=None)
-    c.add_argument("--out", default=None, help="save the SNN here (snn.save: safetensors + JSON; "
-                   "snncompile.load reads it)")
-    c.add_argument("--nir", default=None, metavar="OUT.nir", help="also write the SNN as a NIR graph (needs "
-                   "snncompile[nir]); snncompile.from_nir reads it back")
-    c.add_argument("--nir-form", default="subtract", choices=["subtract", "if"], help="with --nir: 'subtract' keeps "
-                   "reset by subtraction exactly (integrator + threshold + feedback); 'if' writes plain IF nodes")
-    c.set_defaults(fn=_cmd_compile)
-    d = sub.add_parser("demo", help="the main job: MNIST accuracy per T", parents=[debug])
-    d.add_argument("model", nargs="?", default="mnist", help="mnist (default), vgg_mnist or resnet20_mnist")
-    d.add_argument("--backend", default="auto")
-    d.add_argument("--low-latency", action="store_true", help="the few-step report instead (MNIST CNN only): "
-                   "accuracy at T=1..32 for each training-free technique on every checkpoint (a few minutes)")
-    d.set_defaults(fn=_cmd_demo)
-    return ap
+_COMMANDS = {"inspect": _cmd_inspect, "compile": _cmd_compile, "demo": _cmd_demo, "report": _cmd_report}
+
+
+def _parser():
+    """The command line's parser (``snncompile.cli_parser.build_parser``)."""
+    return build_parser()
 
 
 def _one_line(e: BaseException) -> str:
+    """The error's message on one line (its lines joined by ' | ')."""
     text = str(e).strip() or type(e).__name__
     return " | ".join(line.strip() for line in text.splitlines() if line.strip())
 
@@ -275,19 +265,20 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         a = _parser().parse_args(args)
-    except _UsageError as e:
+    except UsageError as e:
         print(f"snncompile: error: {e}", file=sys.stderr)
         return 2
     except SystemExit as e:  # --help
         return int(e.code or 0)
     debug = getattr(a, "debug", False)
     try:
-        return a.fn(a)
+        return _COMMANDS[a.cmd](a)
     except KeyboardInterrupt:
         print("snncompile: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
         if debug:
+            import traceback
             traceback.print_exc()
         usage = isinstance(e, ConfigError)
         what = _one_line(e) if isinstance(e, SnnCompileError) else f"{type(e).__name__}: {_one_line(e)}"

@@ -46,39 +46,69 @@ def _demo_key(name) -> str:
     return key
 
 
-def accuracy_by_T(snn, x: torch.Tensor, y: torch.Tensor, Ts=DEMO_TS) -> tuple[dict[int, float], float]:
-    """Accuracy (%) at every T in ``Ts`` from one run of max(Ts) steps, and the run's seconds."""
+def accuracy_by_T(snn, x: torch.Tensor, y: torch.Tensor, Ts=DEMO_TS, *, batch_size: int | None = None,
+                  desc: str = "simulating") -> tuple[dict[int, float], float]:
+    """Accuracy (%) at every T in ``Ts`` from one run of max(Ts) steps, and the run's seconds.
+    ``batch_size`` splits the inputs into runs of that many (the same accuracy; a progress bar
+    labelled ``desc`` on a terminal, see ``snncompile.progress``); None: one run of all of them."""
+    from .progress import progress
+
+    step = max(1, len(x) if not batch_size else int(batch_size))
+    starts = range(0, len(x), step)
+    correct = {T: 0 for T in Ts}
     t0 = time.perf_counter()
     with torch.no_grad():
-        seq = snn(x, T=max(Ts), return_all_steps=True)
+        for s in progress(starts, desc=desc, total=len(starts)):
+            seq = snn(x[s:s + step], T=max(Ts), return_all_steps=True)
+            yb = y[s:s + step].to(seq.device)
+            for T in Ts:
+                correct[T] += int((seq[T - 1].argmax(-1) == yb).sum().item())
     secs = time.perf_counter() - t0
-    return {T: 100.0 * (seq[T - 1].argmax(-1) == y).float().mean().item() for T in Ts}, secs
+    return {T: 100.0 * correct[T] / max(len(y), 1) for T in Ts}, secs
 
 
 def run_demo(name: str = "mnist", *, n_calib: int = 1000, Ts=DEMO_TS, backend: str = "auto",
-             out: TextIO | None = None, configs=CONFIGS) -> dict:
-    """Print (and return) the ANN accuracy and the SNN accuracy table for a reference model."""
+             out: TextIO | None = None, configs=CONFIGS, calib: torch.Tensor | None = None,
+             data: tuple[torch.Tensor, torch.Tensor] | None = None, batch_size: int | None = None) -> dict:
+    """Print (and return) the ANN accuracy and the SNN accuracy table for a reference model.
+    ``calib`` (inputs, all used) replaces the first ``n_calib`` training digits and ``data``
+    (inputs, integer labels) the 1,000 test digits: the user's own data (``--calib``/``--data``).
+    ``batch_size`` simulates that many inputs at a time (default: 250 with a progress bar on a
+    terminal, else all at once)."""
     from snncompile.models import get_model
-    from snncompile.models.data import mnist_split
+
+    from .progress import progress_enabled
 
     name = _demo_key(name)
     torch.manual_seed(0)
-    x_tr, y_tr, x_te, y_te = mnist_split()
+    if calib is None or data is None:
+        from snncompile.models.data import mnist_split
+        x_tr, y_tr, x_te, y_te = mnist_split()
+    if calib is not None:
+        x_tr, calib_what = calib, f"{len(calib)} given inputs"
+    else:
+        x_tr, calib_what = x_tr[:n_calib], f"{min(n_calib, len(x_tr))} training digits"
+    if data is not None:
+        (x_te, y_te), test_what = data, "given inputs"
+    else:
+        test_what = "real MNIST digits"
+    if batch_size is None and progress_enabled():
+        batch_size = 250
     model = get_model(name, pretrained=True)
     with torch.no_grad():
         ann = 100.0 * (model(x_te).argmax(-1) == y_te).float().mean().item()
     p = lambda *a: print(*a, file=out, flush=True)  # noqa: E731
-    p(f"{name}: ANN test accuracy {ann:.2f}% on {len(y_te)} real MNIST digits "
-      f"(calibration: {min(n_calib, len(x_tr))} training digits)")
+    p(f"{name}: ANN test accuracy {ann:.2f}% on {len(y_te)} {test_what} "
+      f"(calibration: {calib_what})")
     header = f"{'normalization':<32}" + "".join(f"{'T=' + str(T):>8}" for T in Ts) + f"{'compile':>10}{'sim':>9}"
     p(header)
     p("-" * len(header))
     result = {"model": name, "ann": ann, "rows": []}
     for label, opts in configs:
         t0 = time.perf_counter()
-        snn = compile_snn(model, x_tr[:n_calib], T=max(Ts), backend=backend, **opts)
+        snn = compile_snn(model, x_tr, T=max(Ts), backend=backend, **opts)
         compile_s = time.perf_counter() - t0
-        acc, sim_s = accuracy_by_T(snn, x_te, y_te, Ts)
+        acc, sim_s = accuracy_by_T(snn, x_te, y_te, Ts, batch_size=batch_size, desc=f"simulating ({label})")
         p(f"{label:<32}" + "".join(f"{acc[T]:>8.2f}" for T in Ts) + f"{compile_s:>9.2f}s{sim_s:>8.2f}s")
         result["rows"].append({"normalization": label, "acc": acc, "compile_s": compile_s, "sim_s": sim_s,
                                "backend": snn.backend})

@@ -94,3 +94,113 @@ def test_bad_onnx_files_are_one_line_errors(tmp_path, capsys):
     assert main(["inspect", str(bad)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("snncompile: error: from_onnx:") and "not a readable ONNX model" in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------------------
+# --help is quick (torch is imported only when a command runs), options are checked before work
+
+
+HELP_BOUND_S = 1.5  # measured ~0.05 s with a lazy snncompile/__init__.py; generous for a loaded CI machine
+
+
+def _help_seconds(argv) -> float:
+    """Best of two wall-clock times of ``snncompile ARGV --help`` in a fresh interpreter."""
+    import subprocess
+    import sys
+    import time
+
+    code = "import sys; from snncompile.cli import main; sys.exit(main(sys.argv[1:]))"
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-c", code, *argv, "--help"], capture_output=True, text=True, timeout=120)
+        best = min(best, time.perf_counter() - t0)
+        assert r.returncode == 0 and "usage: snncompile" in r.stdout, r.stderr
+    return best
+
+
+def test_importing_the_command_line_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; import snncompile.cli as c; c._parser().format_help(); "
+            "print(sorted(m for m in ('torch', 'numpy', 'tqdm', 'PIL') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", f"imported at 'import snncompile.cli': {r.stdout.strip()} (snncompile/__init__.py " \
+                                     "must import its names lazily)"
+
+
+@pytest.mark.parametrize("cmd", [[], ["inspect"], ["compile"], ["demo"], ["report"]])
+def test_help_is_quick(cmd):
+    secs = _help_seconds(cmd)
+    print(f"snncompile {' '.join(cmd + ['--help'])}: {secs:.3f} s")
+    assert secs < HELP_BOUND_S, f"snncompile {' '.join(cmd)} --help took {secs:.2f} s"
+
+
+def test_every_option_has_help_and_lists_its_choices():
+    from snncompile import cli
+
+    ap = cli._parser()
+    subs = next(a for a in ap._actions if a.dest == "cmd").choices
+    assert sorted(subs) == ["compile", "demo", "inspect", "report"]
+    for name, p in subs.items():
+        for action in p._actions:
+            if action.dest in ("help",):
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+            if action.choices:
+                assert all(str(c) in p.format_help() for c in action.choices)
+    c = subs["compile"]
+    opt = {a.dest: a for a in c._actions}
+    assert opt["backend"].choices == ("auto", "torch", "cpu", "cupy") and opt["backend"].default == "auto"
+    assert opt["normalize"].default == "auto" and opt["calibrate"].default == "auto"
+
+
+def test_choices_are_what_the_library_offers():
+    import inspect as pyinspect
+
+    import snncompile
+    from snncompile import cli
+    from snncompile.few_steps import CALIBRATIONS
+    from snncompile.surrogate import SURROGATES
+
+    defaults = pyinspect.signature(snncompile.compile).parameters
+    assert defaults["normalize"].default == "auto" and defaults["calibrate"].default == "auto"
+    assert defaults["backend"].default == "auto" and defaults["percentile"].default == 99.9
+    assert set(cli.CALIBRATIONS) == {"auto", *CALIBRATIONS}
+    assert set(cli.SURROGATES) == set(SURROGATES)
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    with pytest.raises(Exception, match="'max', 'percentile', 'fixed' or 'mse'"):  # the normalize pass's modes
+        snncompile.compile(net, torch.rand(8, 3), T=2, normalize="nope", backend="torch")
+    assert set(cli.NORMALIZE_MODES) == {"auto", "max", "percentile", "fixed", "mse"}
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["compile", "mlp", "-o", "/no/such/folder/snn.safetensors"], "--out/-o /no/such/folder/snn.safetensors"),
+    (["compile", "mlp", "--calib", "missing.npy"], "--calib missing.npy: no such file or folder"),
+    (["compile", "mlp", "--data", "README.md"], ".md is not a data file"),
+    (["compile", "mlp", "--eval-T", "1,2"], "--eval-T reads --data's accuracy"),
+    (["compile", "mlp", "--T", "-3"], "-3 is not a positive number of time steps"),
+    (["compile", "mlp", "--backend", "gpu"], "invalid choice: 'gpu'"),
+    (["compile", "mlp", "--normalize", "median"], "invalid choice: 'median'"),
+    (["compile", "mlp", "--percentile", "120"], "120 is not a percentile in (0, 100]"),
+    (["report", "mlp"], "required: -o/--out"),
+    (["report", "mlp", "-o", "README.md"], "-o README.md is a file"),
+    (["report", "mlp", "--T", "1,0", "-o", "x"], "0 is not a positive number of time steps"),
+    (["inspect", "mlp", "--surrogate", "relu"], "invalid choice: 'relu'"),
+    (["demo", "mnist", "--backend", "fpga"], "invalid choice: 'fpga'"),
+])
+def test_bad_options_exit_2_before_any_work(monkeypatch, capsys, argv, words):
+    from snncompile import cli
+
+    def boom(*a, **k):
+        raise AssertionError("work started")
+
+    monkeypatch.setattr(cli, "_load", boom)
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parents[1])  # README.md: a file that exists
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("snncompile: error: ") and err.count("\n") == 1 and words in err, err
