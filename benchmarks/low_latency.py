@@ -62,6 +62,14 @@ def _p(*a) -> None:
     print(*a, flush=True)
 
 
+def _block(label: str, Ts, rows: list) -> None:
+    """One checkpoint's table: its label, a T header, then each ``(name, {T: value}[, fmt])`` row."""
+    head = f"{'':<31}" + "".join(f"{'T=' + str(T):>8}" for T in Ts)
+    _p(f"{label}\n{head}\n" + "-" * len(head))
+    for row in rows:
+        _p(_row(*row))
+
+
 def _row(label: str, vals: dict, fmt: str = "{:>8.2f}") -> str:
     return f"{label:<31}" + "".join(fmt.format(v) if v is not None else f"{'-':>8}" for v in vals.values())
 
@@ -79,7 +87,6 @@ def qcfs_section(data, variants, Ts=QCFS_TS, *, n_calib: int = 1000, epochs: int
     calib, res = x_tr[:n_calib], {}
     _p(f"\nQCFS (quantization-aware fine-tune, L=T) -- NEEDS TRAINING: {epochs} epochs on the {len(x_tr)} labeled "
        f"training digits for each T; the SNN runs T = L steps (compile_qcfs)")
-    head = f"{'':<31}" + "".join(f"{'T=' + str(T):>8}" for T in Ts)
     for variant in variants:
         label, model = checkpoint_label("mnist_cnn", variant), load_checkpoint("mnist_cnn", variant)
         snn_acc, ann_acc, secs = {}, {}, {}
@@ -90,12 +97,10 @@ def qcfs_section(data, variants, Ts=QCFS_TS, *, n_calib: int = 1000, epochs: int
                                      teacher=model, distill=0.5, eval_data=(x_te, y_te), seed=0, verbose=False)
             snn_acc[T] = run_counting_spikes(qcfs.compile_qcfs(qmodel, calib), x_te, y_te, T)[0]
             ann_acc[T], secs[T] = 100 * rep.acc_after, rep.seconds
-        _p(f"{label}\n{head}\n" + "-" * len(head))
-        _p(_row("QCFS SNN at T=L (%)", snn_acc))
-        _p(_row("QCFS ANN after fine-tune (%)", ann_acc))
-        if auto_rows and label in auto_rows:
-            _p(_row("auto, training-free (%)", {T: auto_rows[label].get(T) for T in Ts}))
-        _p(_row("fine-tune seconds", secs, "{:>8.1f}"))
+        auto = [("auto, training-free (%)", {T: auto_rows[label].get(T) for T in Ts})] \
+            if auto_rows and label in auto_rows else []
+        _block(label, Ts, [("QCFS SNN at T=L (%)", snn_acc), ("QCFS ANN after fine-tune (%)", ann_acc), *auto,
+                           ("fine-tune seconds", secs, "{:>8.1f}")])
         res[label] = {"snn": snn_acc, "ann": ann_acc, "finetune_s": secs}
     return res
 
@@ -114,7 +119,6 @@ def hybrid_section(data, variants, Ts=HYBRID_TS, *, n_calib: int = 1000, epochs:
     res = {}
     _p(f"\nhybrid fine-tune -- NEEDS TRAINING: the converted SNN (auto) at T, {epochs} epochs of BPTT with "
        f"surrogate gradients on the {len(x_tr)} labeled training digits")
-    head = f"{'':<31}" + "".join(f"{'T=' + str(T):>8}" for T in Ts)
     for variant in variants:
         label, model = checkpoint_label("mnist_cnn", variant), load_checkpoint("mnist_cnn", variant)
         before, after, secs = {}, {}, {}
@@ -126,10 +130,8 @@ def hybrid_section(data, variants, Ts=HYBRID_TS, *, n_calib: int = 1000, epochs:
             r = fit(tuned, (x_tr, y_tr, x_te, y_te), epochs=epochs, lr=2e-4, loss_fn=ce_rate_loss, augment=augment,
                     seed=0, name=f"hybrid-T{T}", verbose=False)
             after[T], secs[T] = 100 * r["test_acc"], r["seconds"]
-        _p(f"{label}\n{head}\n" + "-" * len(head))
-        _p(_row("converted, before (%)", before))
-        _p(_row("after the fine-tune (%)", after))
-        _p(_row("fine-tune seconds", secs, "{:>8.1f}"))
+        _block(label, Ts, [("converted, before (%)", before), ("after the fine-tune (%)", after),
+                           ("fine-tune seconds", secs, "{:>8.1f}")])
         res[label] = {"before": before, "after": after, "finetune_s": secs}
     return res
 
