@@ -4,6 +4,7 @@ analyses read the stage before lowering through ``semantic_graph_now``."""
 from __future__ import annotations
 
 from .ir import Graph
+from .ops.neuron import FUSED_NEURON_SUMPOOL, NEURON_OP
 
 __all__ = ["semantic_graph_now"]
 
@@ -17,8 +18,9 @@ def semantic_graph_now(snn) -> Graph:
     return graph
 
 
-def _same_op(a: str, b: str) -> bool:  # a neuron and its lowered form (neuron_sumpool2d) are one node
-    return a == b or a.split("_")[0] == b.split("_")[0]
+def _same_op(a: str, b: str) -> bool:
+    """The lowered node is still this node: the same op, or a neuron fused with its sum pool."""
+    return a == b or (a, b) == (NEURON_OP, FUSED_NEURON_SUMPOOL)
 
 
 def _refresh(graph: Graph, gm, lowered: dict) -> None:
@@ -27,7 +29,7 @@ def _refresh(graph: Graph, gm, lowered: dict) -> None:
         low, name = lowered.get(node.id), names.get(node.id)
         if low is None or name is None or not _same_op(node.op, low.op):
             continue
-        if node.op == "neuron":
+        if node.op == NEURON_OP:
             mod = gm.get_submodule(name)
             node.params["threshold"] = mod.threshold.detach().clone()
             if mod.leak is not None:  # the family's own leak parameter: 1/tau or beta
